@@ -7,7 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Where an operator gets each required secret; shown when one is missing.
 WHERE_TO_GET = {
-    "DISCORD_TOKEN": "https://discord.com/developers/applications -> your app -> Bot -> Reset Token",
+    "DISCORD_TOKEN": "https://discord.com/developers/applications -> your app -> Bot -> Reset Token",  # noqa: E501
     "AIMLAPI_KEY": "https://aimlapi.com/app/keys -> Create API Key",
 }
 
@@ -73,5 +73,8 @@ def describe_problems(exc: ValidationError) -> str:
             lines.append(f"  - {name} is missing. Get it at {hint}")
         else:
             lines.append(f"  - {name}: {error['msg']}")
-    lines.append("Put these in a .env file next to bot.py (copy .env.example) or the environment.")
+    lines.append(
+        "Put them in .env in the folder you start the bot from (copy .env.example), "
+        "or in the environment."
+    )
     return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PROMPT_MAX = 4000
 SEED_MAX = 4_294_967_295
@@ -71,3 +71,44 @@ class GenerationResult(BaseModel):
     seed: int | None = None
     inference_seconds: float | None = None
     request_id: str | None = None
+
+
+_FIELD_LABELS = {
+    "prompt": "Prompt",
+    "strength": "Strength",
+    "seed": "Seed",
+    "steps": "Steps",
+    "guidance": "Guidance",
+    "count": "Count",
+}
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """The first problem pydantic found, in words a member can act on."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    label = _FIELD_LABELS.get(field, field or "A value")
+    context = error.get("ctx") or {}
+    match error["type"]:
+        case "string_too_short" | "missing":
+            return f"{label} can't be empty."
+        case "string_too_long":
+            return f"{label} is too long: at most {context.get('max_length')} characters."
+        case "greater_than_equal" | "less_than_equal":
+            low, high = _RANGES.get(field, ("?", "?"))
+            return f"{label} must be between {low} and {high}."
+        case "int_parsing" | "int_from_float" | "int_type":
+            return f"{label} must be a whole number."
+        case "float_parsing" | "float_type":
+            return f"{label} must be a number."
+        case _:
+            return f"{label} is not valid: {error['msg']}."
+
+
+_RANGES = {
+    "strength": ("0.01", "1.0"),
+    "seed": ("1", str(SEED_MAX)),
+    "steps": ("1", "50"),
+    "guidance": ("1", "20"),
+    "count": ("1", "4"),
+}

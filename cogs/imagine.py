@@ -1,0 +1,156 @@
+"""``/imagine``: check what the interaction carries, answer with a job card, then queue the job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from pydantic import ValidationError
+
+from cogs import render
+from cogs.errors import reply
+from services.generation import SEED_MAX, GenerationParameters, describe_invalid
+from services.images import ImageRejected, PreparedImage, check_attachment_meta, normalise_reference
+from services.jobs import QueueRefused
+from services.store import NewGeneration
+
+if TYPE_CHECKING:
+    from bot import FluxBot
+
+log = logging.getLogger(__name__)
+
+#: Largest reference attachment we download; it is scaled down to MAX_INPUT_MEGAPIXELS anyway.
+MAX_REFERENCE_BYTES = 20 * 1024 * 1024
+THREADABLE = (discord.TextChannel,)
+
+
+class ImagineCog(commands.Cog):
+    def __init__(self, bot: FluxBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="imagine")
+    @app_commands.describe(
+        image="The picture to remix (PNG, JPEG, WebP or GIF)",
+        prompt="What the new image should show",
+        strength="How far to move away from your picture: 0.01 keeps it, 1.0 ignores it (0.95)",
+        seed="Same seed + same settings = same image (random if empty)",
+        steps="More steps: finer detail, slower (28)",
+        guidance="How closely to follow the prompt (3.5)",
+        count="How many images to make (1)",
+    )
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        prompt: app_commands.Range[str, 1, 4000],
+        strength: app_commands.Range[float, 0.01, 1.0] | None = None,
+        seed: app_commands.Range[int, 1, SEED_MAX] | None = None,
+        steps: app_commands.Range[int, 1, 50] | None = None,
+        guidance: app_commands.Range[float, 1.0, 20.0] | None = None,
+        count: app_commands.Range[int, 1, 4] | None = None,
+    ) -> None:
+        """Remix an image with FLUX: attach a picture and describe what it should become."""
+        options = {"strength": strength, "seed": seed, "steps": steps, "guidance": guidance}
+        options["count"] = count
+        try:
+            parameters = GenerationParameters(
+                prompt=prompt, **{k: v for k, v in options.items() if v is not None}
+            )
+            check_attachment_meta(
+                image.content_type, image.size, image.filename, max_bytes=MAX_REFERENCE_BYTES
+            )
+            self.bot.queue.check_admission(interaction.user.id)
+        except ValidationError as exc:
+            await reply(interaction, describe_invalid(exc))
+            return
+        except (ImageRejected, QueueRefused) as exc:
+            await reply(interaction, exc.user_message)
+            return
+
+        callback = await interaction.response.send_message(
+            embed=render.pending_card_embed(parameters.prompt, interaction.user.id),
+            allowed_mentions=render.NO_MENTIONS,
+        )
+        card_id = callback.message_id
+        if card_id is None:  # Discord always returns it for a message response
+            log.warning("interaction %s: no card id in callback", interaction.id)
+            return
+        channel = interaction.channel
+        card = self._card(interaction, card_id)
+        try:
+            reference = await self._prepare_reference(image)
+        except ImageRejected as exc:
+            await card.edit(
+                embed=render.rejected_card_embed(
+                    parameters.prompt, interaction.user.id, exc.user_message
+                )
+            )
+            return
+        thread_id = await self._results_thread(interaction, card, parameters.prompt)
+        new = NewGeneration.from_parameters(
+            parameters,
+            kind="imagine",
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id or card.channel.id,
+            thread_id=thread_id,
+            card_channel_id=card.channel.id,
+            card_message_id=card_id,
+            reference_url=image.url,
+        )
+        generation, _ = await self.bot.enqueue(new, reference=reference)
+        log.info(
+            "generation %s: /imagine by %s in %s",
+            generation.id,
+            interaction.user.id,
+            getattr(channel, "id", None),
+        )
+
+    def _card(self, interaction: discord.Interaction, card_id: int) -> discord.PartialMessage:
+        """The card as a message we edit with the bot token, not the 15-minute interaction one."""
+        channel_id = interaction.channel_id or 0
+        messageable = self.bot.get_partial_messageable(channel_id, guild_id=interaction.guild_id)
+        return messageable.get_partial_message(card_id)
+
+    async def _prepare_reference(self, image: discord.Attachment) -> PreparedImage:
+        try:
+            data = await image.read()
+        except discord.HTTPException as exc:
+            log.info("attachment %s: download failed (%s)", image.id, exc.status)
+            raise ImageRejected("I couldn't download your image. Attach it again.") from None
+        return await asyncio.to_thread(
+            normalise_reference, data, max_megapixels=self.bot.settings.max_input_megapixels
+        )
+
+    async def _results_thread(
+        self, interaction: discord.Interaction, card: discord.PartialMessage, prompt: str
+    ) -> int | None:
+        """A new thread on the card where Discord allows one; None means reply in the channel."""
+        channel = interaction.channel
+        if isinstance(channel, discord.Thread):
+            return channel.id
+        permissions = interaction.app_permissions
+        if not (
+            isinstance(channel, THREADABLE)
+            and permissions.create_public_threads
+            and permissions.send_messages_in_threads
+        ):
+            return None
+        try:
+            thread = await channel.get_partial_message(card.id).create_thread(
+                name=render.thread_name(prompt), auto_archive_duration=1440
+            )
+        except discord.HTTPException as exc:
+            log.info(
+                "card %s: no thread (%s %s), replying in channel", card.id, exc.status, exc.code
+            )
+            return None
+        return thread.id
+
+
+async def setup(bot: FluxBot) -> None:
+    await bot.add_cog(ImagineCog(bot))

@@ -1,0 +1,214 @@
+"""The Discord side of the worker: posts results, failures and card updates with the bot token.
+
+Nothing here uses the interaction token: a queued job can outlive it (15 min), so every later
+message goes to the thread or channel through the channel endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+import discord
+
+from cogs import render
+from services.card_updates import CardUpdater
+from services.generation import GenerationResult
+from services.images import EncodedFile, ImageRejected, PreparedImage, fit_for_upload
+from services.store import Generation
+from services.worker import ReferenceUnavailable
+
+if TYPE_CHECKING:
+    from bot import FluxBot
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+REFERENCE_STEM = "reference"
+#: Reuse a stored CDN URL only while it stays valid at least this long.
+URL_MARGIN_SECONDS = 600
+
+
+def url_expiry(url: str) -> float | None:
+    """Unix time at which a signed Discord CDN URL expires (its ``ex`` parameter, hex)."""
+    try:
+        return int(parse_qs(urlsplit(url).query)["ex"][0], 16)
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+class DiscordPublisher:
+    def __init__(self, bot: FluxBot) -> None:
+        self.bot = bot
+        self.cards = CardUpdater(self._edit_card)
+        self._reference_files: dict[int, PreparedImage] = {}
+
+    # -- where things go ----------------------------------------------------------------
+
+    def _messageable(self, channel_id: int, guild_id: int | None) -> discord.PartialMessageable:
+        return self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
+
+    def results_channel(self, generation: Generation) -> discord.PartialMessageable:
+        return self._messageable(generation.thread_id or generation.channel_id, generation.guild_id)
+
+    def upload_limit(self, generation: Generation) -> int:
+        guild = self.bot.get_guild(generation.guild_id) if generation.guild_id else None
+        return guild.filesize_limit if guild else DEFAULT_UPLOAD_LIMIT
+
+    def allows_nsfw(self, generation: Generation) -> bool:
+        """Only a channel Discord marks NSFW may show flagged images; unknown means no."""
+        channel = self.bot.get_channel(generation.thread_id or generation.channel_id)
+        if channel is None and generation.thread_id:
+            channel = self.bot.get_channel(generation.channel_id)
+        is_nsfw = getattr(channel, "is_nsfw", None)
+        return bool(is_nsfw and is_nsfw())
+
+    # -- cards ----------------------------------------------------------------------------
+
+    def attach_reference(self, card_message_id: int, reference: PreparedImage) -> None:
+        """Re-host the reference on the card with its next edit (see ``_edit_card``)."""
+        self._reference_files[card_message_id] = reference
+        self.cards.request(card_message_id)
+
+    async def _edit_card(self, card_message_id: int) -> None:
+        generation = await self.bot.store.latest_for_card(card_message_id)
+        if generation is None or generation.card_channel_id is None:
+            return
+        ahead = self.bot.queue.jobs_ahead(generation.id)
+        embed = render.card_embed(generation, ahead=ahead)
+        card = self._messageable(generation.card_channel_id, generation.guild_id)
+        message = card.get_partial_message(card_message_id)
+        reference = self._reference_files.pop(card_message_id, None)
+        try:
+            if reference is None:
+                await message.edit(embed=embed, view=self.bot.views.card_view(generation))
+                return
+            file = discord.File(io.BytesIO(reference.data), filename=reference.filename)
+            edited = await message.edit(
+                embed=embed, attachments=[file], view=self.bot.views.card_view(generation)
+            )
+        except (discord.NotFound, discord.Forbidden) as exc:
+            log.info("card %s: not editable any more (%s)", card_message_id, exc.status)
+            return
+        url = next((a.url for a in edited.attachments if a.filename == reference.filename), None)
+        if url:
+            await self.bot.store.update_generation(generation.id, reference_url=url)
+
+    # -- ResultPublisher ------------------------------------------------------------------
+
+    async def fresh_reference_url(self, generation: Generation) -> str:
+        expiry = url_expiry(generation.reference_url)
+        if expiry is not None and expiry - time.time() > URL_MARGIN_SECONDS:
+            return generation.reference_url
+        if generation.card_message_id is None or generation.card_channel_id is None:
+            raise ReferenceUnavailable
+        channel = self._messageable(generation.card_channel_id, generation.guild_id)
+        try:
+            card = await channel.fetch_message(generation.card_message_id)
+        except discord.NotFound:
+            raise ReferenceUnavailable from None
+        url = next((a.url for a in card.attachments if a.filename.startswith(REFERENCE_STEM)), None)
+        if url is None:
+            raise ReferenceUnavailable
+        await self.bot.store.update_generation(generation.id, reference_url=url)
+        return url
+
+    async def job_started(self, generation: Generation) -> None:
+        self._request_card(generation)
+
+    async def job_succeeded(
+        self, generation: Generation, result: GenerationResult, images: list[bytes]
+    ) -> list[int]:
+        allow_nsfw = self.allows_nsfw(generation)
+        shown = [
+            (data, image.nsfw)
+            for data, image in zip(images, result.images, strict=True)
+            if allow_nsfw or not image.nsfw
+        ]
+        withheld = len(images) - len(shown)
+        limit = self.upload_limit(generation)
+        files: list[discord.File] = []
+        for index, (data, flagged) in enumerate(shown, start=1):
+            try:
+                encoded = await asyncio.to_thread(
+                    fit_for_upload, data, limit=limit, stem=f"fluxbot-{generation.id}-{index}"
+                )
+            except ImageRejected as exc:
+                withheld_note = exc.user_message
+                log.warning("generation %s: image %s not uploadable", generation.id, index)
+                await self._send_text(generation, render.failure_text(withheld_note))
+                continue
+            files.append(self._file(encoded, spoiler=flagged))
+        message_ids = await self._send_results(generation, result, files, limit)
+        if withheld:
+            notice = (
+                f"🔞 {withheld} image(s) were withheld: the safety checker flagged them, "
+                "and this channel is not marked NSFW."
+            )
+            message_ids.append(await self._send_text(generation, notice))
+        self._request_card(generation)
+        return message_ids
+
+    async def job_failed(self, generation: Generation, reason: str) -> None:
+        try:
+            await self._send_text(
+                generation, render.failure_text(reason), view=self.bot.views.result_view(generation)
+            )
+        except discord.HTTPException as exc:
+            log.warning("generation %s: could not report failure (%s)", generation.id, exc.status)
+        self._request_card(generation)
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _request_card(self, generation: Generation) -> None:
+        if generation.card_message_id is not None:
+            self.cards.request(generation.card_message_id)
+
+    @staticmethod
+    def _file(encoded: EncodedFile, *, spoiler: bool) -> discord.File:
+        return discord.File(io.BytesIO(encoded.data), filename=encoded.filename, spoiler=spoiler)
+
+    async def _send_results(
+        self,
+        generation: Generation,
+        result: GenerationResult,
+        files: list[discord.File],
+        limit: int,
+    ) -> list[int]:
+        """Send files in as few messages as the upload limit allows; the first carries the embed."""
+        batches: list[list[discord.File]] = []
+        size = 0
+        for file in files:
+            length = file.fp.getbuffer().nbytes  # type: ignore[attr-defined]
+            if not batches or size + length > limit or len(batches[-1]) >= 10:
+                batches.append([])
+                size = 0
+            batches[-1].append(file)
+            size += length
+        channel = self.results_channel(generation)
+        view = self.bot.views.result_view(generation)
+        first_name = files[0].filename if files and not files[0].spoiler else None
+        embed = render.result_embed(generation, result, image_filename=first_name)
+        if not batches:
+            message = await channel.send(
+                embed=embed, view=view, allowed_mentions=render.NO_MENTIONS
+            )
+            return [message.id]
+        ids = []
+        for number, batch in enumerate(batches):
+            extra = {"embed": embed, "view": view} if number == 0 else {}
+            message = await channel.send(files=batch, allowed_mentions=render.NO_MENTIONS, **extra)
+            ids.append(message.id)
+        return ids
+
+    async def _send_text(
+        self, generation: Generation, text: str, *, view: discord.ui.View | None = None
+    ) -> int:
+        channel = self.results_channel(generation)
+        extra = {"view": view} if view is not None else {}
+        message = await channel.send(text, allowed_mentions=render.NO_MENTIONS, **extra)
+        return message.id

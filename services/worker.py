@@ -1,0 +1,104 @@
+"""Runs one queued generation from start to finish, talking to Discord only through a publisher."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from services.aimlapi import AimlApiClient, AimlApiError
+from services.generation import GeneratedImage, GenerationRequest, GenerationResult
+from services.jobs import Job
+from services.store import Generation, Store
+
+log = logging.getLogger(__name__)
+
+#: Largest result image we accept from the API's CDN; FLUX PNGs at 1 MP are ~1–2 MiB.
+MAX_RESULT_BYTES = 25 * 1024 * 1024
+
+
+class ReferenceUnavailable(Exception):
+    """The reference image can no longer be fetched (its card was deleted)."""
+
+    user_message = (
+        "The original image for this generation is gone (its message was deleted), "
+        "so it can't be remixed. Start again with /imagine."
+    )
+
+
+class ResultPublisher(Protocol):
+    """What the worker needs from the Discord side; cogs implement it."""
+
+    async def fresh_reference_url(self, generation: Generation) -> str: ...
+
+    async def job_started(self, generation: Generation) -> None: ...
+
+    async def job_succeeded(
+        self, generation: Generation, result: GenerationResult, images: list[bytes]
+    ) -> list[int]: ...
+
+    async def job_failed(self, generation: Generation, reason: str) -> None: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class GenerationWorker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        api: AimlApiClient,
+        publisher: ResultPublisher,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._api = api
+        self._publisher = publisher
+        self._now = now
+
+    async def __call__(self, job: Job) -> None:
+        generation = await self._store.mark_running(job.generation_id, self._now())
+        if generation is None:
+            log.info("generation %s: no longer waiting, skipped", job.generation_id)
+            return
+        started = time.monotonic()
+        await self._publisher.job_started(generation)
+        try:
+            image_url = await self._publisher.fresh_reference_url(generation)
+            request = GenerationRequest(parameters=generation.parameters, image_url=image_url)
+            result = await self._api.generate(request)
+            images = [await self._download(image) for image in result.images]
+            message_ids = await self._publisher.job_succeeded(generation, result, images)
+        except (AimlApiError, ReferenceUnavailable) as exc:
+            await self._fail(generation, exc.user_message, log_level=logging.WARNING)
+        except Exception:
+            log.exception("generation %s: unexpected failure", generation.id)
+            await self._fail(generation, "Something went wrong on our side. Press Reroll to retry.")
+        else:
+            await self._store.mark_done(
+                generation.id,
+                seed=result.seed,
+                result_message_ids=message_ids,
+                inference_seconds=result.inference_seconds,
+                finished_at=self._now(),
+                nsfw_withheld=sum(image.nsfw for image in result.images),
+            )
+            log.info(
+                "generation %s: done in %.2fs (api inference %s)",
+                generation.id,
+                time.monotonic() - started,
+                result.inference_seconds,
+            )
+
+    async def _download(self, image: GeneratedImage) -> bytes:
+        return await self._api.download(image, max_bytes=MAX_RESULT_BYTES)
+
+    async def _fail(self, generation: Generation, reason: str, *, log_level: int = 0) -> None:
+        if log_level:
+            log.log(log_level, "generation %s: failed: %s", generation.id, reason)
+        await self._store.mark_failed(generation.id, reason, self._now())
+        await self._publisher.job_failed(generation, reason)

@@ -1,0 +1,444 @@
+"""A loopback stand-in for the AI/ML API's image-to-image endpoint, with scripted faults.
+
+It behaves like the documented API, and is stricter where the documentation is vague, so a client
+that passes here does not lean on leniency the real service may not have. Like the real one, it
+fetches ``image_url`` itself: an expired or unreachable reference fails here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import random
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import aiohttp
+from aiohttp import web
+from PIL import Image, UnidentifiedImageError
+from yarl import URL
+
+DEFAULT_MODEL = "flux/dev/image-to-image"
+PATH = "/v1/images/generations"
+SEED_MAX = 2**32 - 1
+REFERENCE_MAX_BYTES = 25 * 1024 * 1024
+KNOWN_KEYS = frozenset(
+    {
+        "model",
+        "prompt",
+        "image_url",
+        "strength",
+        "guidance_scale",
+        "num_inference_steps",
+        "num_images",
+        "seed",
+        "enable_safety_checker",
+    }
+)
+DEFAULT_MESSAGES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Insufficient credits. Top up your balance to continue.",
+    404: "Not found",
+    422: "Unprocessable entity",
+    429: "Too many requests",
+    500: "Internal server error",
+    502: "Bad gateway",
+    503: "Service unavailable",
+    504: "Generation timed out",
+}
+
+ResponseShape = Literal["images", "data", "data_b64"]
+NsfwRule = bool | Callable[[dict[str, Any], int], bool]
+
+
+class ReceivedRequest(dict[str, Any]):
+    """One received JSON body (empty if it was not a JSON object).
+
+    ``authorization`` is only ``"present"`` or ``"absent"``: the key itself is never kept.
+    """
+
+    def __init__(self, body: dict[str, Any], *, authorization: bool, valid_json: bool) -> None:
+        super().__init__(body)
+        self.authorization: Literal["present", "absent"] = "present" if authorization else "absent"
+        self.valid_json = valid_json
+
+
+@dataclass
+class _Fault:
+    kind: Literal["fail", "bad_json", "delay", "break_url"]
+    status: int = 0
+    body: dict[str, Any] | str | None = None
+    retry_after: float | str | None = None
+    seconds: float = 0.0
+    mode: Literal["404", "not_image"] = "404"
+
+
+class _Rejected(Exception):
+    """Raised inside the handler to answer with the documented error body."""
+
+    def __init__(self, status: int, message: str | list[str]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.message = message
+
+
+class FakeAimlApi:
+    """``async with FakeAimlApi(api_key="test-key") as api:``, then use ``api.base_url``."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "test-key",
+        model: str = DEFAULT_MODEL,
+        latency: float = 0.0,
+        nsfw: NsfwRule = False,
+        max_concurrency: int | None = None,
+        response_shape: ResponseShape = "images",
+        success_status: int = 201,
+    ) -> None:
+        self.api_key = api_key
+        self.model = model
+        self.latency = latency
+        self.nsfw = nsfw
+        self.max_concurrency = max_concurrency
+        self.response_shape: ResponseShape = response_shape
+        self.success_status = success_status
+        #: Serve files with chunked encoding (no Content-Length), to exercise streamed size caps.
+        self.chunked_files = False
+        self.requests: list[ReceivedRequest] = []
+        self.calls = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.file_requests = 0
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self._faults: deque[_Fault] = deque()
+        self._download_faults: deque[int] = deque()
+        self._changed = asyncio.Condition()
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._fetcher: aiohttp.ClientSession | None = None
+        self._port = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> FakeAimlApi:
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_post(PATH, self._generate)
+        app.router.add_get("/files/{name}", self._file)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=0.5, handler_cancellation=True
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self._port = self._runner.addresses[0][1]
+        self._fetcher = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._closing.set()
+        # Server first: handlers still fetching a reference need the fetcher until they end.
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._fetcher is not None:
+            await self._fetcher.close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    # ------------------------------------------------------------------ scripting
+
+    def fail_next(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        body: dict[str, Any] | str | None = None,
+        retry_after: float | str | None = None,
+    ) -> None:
+        """Answer the next ``times`` calls with ``status`` (default: the documented error body)."""
+        for _ in range(times):
+            self._faults.append(_Fault("fail", status=status, body=body, retry_after=retry_after))
+
+    def send_bad_json_next(self, times: int = 1) -> None:
+        """Answer the next calls with a success status and a truncated JSON body."""
+        for _ in range(times):
+            self._faults.append(_Fault("bad_json"))
+
+    def delay_next(self, seconds: float, times: int = 1) -> None:
+        """Hold the next calls this long before handling them, to trip client timeouts."""
+        for _ in range(times):
+            self._faults.append(_Fault("delay", seconds=seconds))
+
+    def break_result_url_next(self, mode: Literal["404", "not_image"] = "404") -> None:
+        """Make the next successful call's result URLs 404 or serve non-image bytes."""
+        self._faults.append(_Fault("break_url", mode=mode))
+
+    def fail_next_download(self, status: int, *, times: int = 1) -> None:
+        """Answer the next ``times`` file downloads with ``status``."""
+        self._download_faults.extend([status] * times)
+
+    def add_file(self, data: bytes, *, content_type: str = "image/png") -> str:
+        """Host bytes (a reference image, say) and return their URL on this server."""
+        name = f"{uuid.uuid4().hex}.{content_type.rpartition('/')[2] or 'bin'}"
+        self.files[name] = (data, content_type)
+        return f"{self.base_url}/files/{name}"
+
+    async def wait_for_calls(self, n: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until at least ``n`` generation calls have arrived."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self.calls >= n), timeout)
+
+    # ------------------------------------------------------------------ handlers
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        if self.max_concurrency is not None and self.in_flight >= self.max_concurrency:
+            return _error(429, "Too many concurrent requests for this API key")
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._handle(request, body)
+        except _Rejected as rejected:
+            return _error(rejected.status, rejected.message)
+        finally:
+            self.in_flight -= 1
+
+    async def _record(self, request: web.Request) -> dict[str, Any] | None:
+        raw = await request.read()
+        try:
+            parsed = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        body = parsed if isinstance(parsed, dict) else None
+        self.requests.append(
+            ReceivedRequest(
+                body or {},
+                authorization="Authorization" in request.headers,
+                valid_json=body is not None,
+            )
+        )
+        async with self._changed:
+            self.calls += 1
+            self._changed.notify_all()
+        return body
+
+    async def _handle(self, request: web.Request, body: dict[str, Any] | None) -> web.Response:
+        fault = self._faults.popleft() if self._faults else None
+        if fault is not None and fault.kind == "fail":
+            return _scripted_error(fault)
+        if fault is not None and fault.kind == "bad_json":
+            return web.Response(
+                status=self.success_status,
+                body=b'{"images": [{"url": "http',
+                content_type="application/json",
+            )
+        if fault is not None and fault.kind == "delay":
+            await self._pause(fault.seconds)  # then handled normally, if the client still waits
+        broken = fault.mode if fault is not None and fault.kind == "break_url" else None
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            raise _Rejected(401, "Unauthorized")
+        params = self._validate(body)
+        width, height = await self._fetch_reference(params["image_url"])
+        await self._pause(self.latency)
+        return await self._respond(params, width, height, broken)
+
+    async def _pause(self, seconds: float) -> None:
+        """Simulated inference time that ends early when the server shuts down."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), seconds)
+
+    def _validate(self, body: dict[str, Any] | None) -> dict[str, Any]:
+        if body is None:
+            raise _Rejected(400, "Request body must be a JSON object")
+        problems = [f"property {key} should not exist" for key in sorted(body.keys() - KNOWN_KEYS)]
+        problems += _field_problems(body, self.model)
+        if problems:
+            raise _Rejected(400, problems)
+        return body
+
+    async def _fetch_reference(self, url: str) -> tuple[int, int]:
+        """Fetch and decode ``image_url`` as the real service does; 400 if it cannot."""
+        assert self._fetcher is not None
+        try:
+            async with self._fetcher.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                if resp.status != 200:
+                    raise _Rejected(
+                        400, f"Could not fetch the image from image_url (HTTP {resp.status})"
+                    )
+                data = await resp.content.read(REFERENCE_MAX_BYTES + 1)
+        except (aiohttp.ClientError, TimeoutError):
+            raise _Rejected(400, "Could not fetch the image from image_url") from None
+        if len(data) > REFERENCE_MAX_BYTES:
+            raise _Rejected(400, "The image at image_url is too large")
+        try:
+            return await asyncio.to_thread(_image_size, data)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            raise _Rejected(400, "The file at image_url is not a supported image") from None
+
+    async def _respond(
+        self,
+        params: dict[str, Any],
+        width: int,
+        height: int,
+        broken: Literal["404", "not_image"] | None,
+    ) -> web.Response:
+        seed = params.get("seed") or random.randint(1, SEED_MAX)
+        count = params.get("num_images", 1)
+        pngs = await asyncio.to_thread(_solid_pngs, width, height, seed, count)
+        flags = [self._is_nsfw(params, index) for index in range(count)]
+        if self.response_shape == "data_b64":
+            data = [{"b64_json": base64.b64encode(png).decode()} for png in pngs]
+            payload: dict[str, Any] = {"data": data, "meta": {}}
+            return web.json_response(payload, status=self.success_status)
+        urls = [self._host_result(png, broken) for png in pngs]
+        if self.response_shape == "data":
+            payload = {"data": [{"url": url} for url in urls], "meta": {}}
+        else:
+            payload = {
+                "images": [
+                    {"url": url, "width": width, "height": height, "content_type": "image/png"}
+                    for url in urls
+                ],
+                "timings": {"inference": round(self.latency + 0.01, 3)},
+                "seed": seed,
+                "has_nsfw_concepts": flags,
+                "prompt": params["prompt"],
+            }
+        return web.json_response(payload, status=self.success_status)
+
+    def _is_nsfw(self, params: dict[str, Any], index: int) -> bool:
+        return self.nsfw(params, index) if callable(self.nsfw) else bool(self.nsfw)
+
+    def _host_result(self, png: bytes, broken: Literal["404", "not_image"] | None) -> str:
+        """Store a result and return its URL, signed-looking like a CDN link."""
+        name = f"{uuid.uuid4().hex}.png"
+        if broken != "404":
+            content = b"<html>this is not an image</html>" if broken == "not_image" else png
+            self.files[name] = (content, "image/png")
+        return f"{self.base_url}/files/{name}?expires=3600&signature={uuid.uuid4().hex}"
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        self.file_requests += 1
+        if self._download_faults:
+            return web.Response(status=self._download_faults.popleft(), text="fault")
+        stored = self.files.get(request.match_info["name"])
+        if stored is None:
+            return web.Response(status=404, text="Not Found")
+        data, content_type = stored
+        if not self.chunked_files:
+            return web.Response(body=data, content_type=content_type)
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(data), 1024):
+            await response.write(data[start : start + 1024])
+        await response.write_eof()
+        return response
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _in_range(value: object, low: float, high: float, *, integer: bool) -> bool:
+    ok_type = _is_int(value) if integer else _is_number(value)
+    return ok_type and low <= value <= high  # type: ignore[operator]
+
+
+def _is_http_uri(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        url = URL(value)
+    except ValueError:
+        return False
+    return url.is_absolute() and url.scheme in ("http", "https") and bool(url.host)
+
+
+def _field_problems(body: dict[str, Any], model: str) -> list[str]:
+    """NestJS-style messages, one per broken field, like the real API's 400 list."""
+    problems: list[str] = []
+    if body.get("model") != model:
+        problems.append(f"model must be one of the following values: {model}")
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not 1 <= len(prompt) <= 4000:
+        problems.append("prompt must be a string of 1 to 4000 characters")
+    if not _is_http_uri(body.get("image_url")):
+        problems.append("image_url must be an absolute http(s) URL")
+    ranges = {
+        "strength": (0.0, 1.0, False),
+        "guidance_scale": (1.0, 20.0, False),
+        "num_inference_steps": (1, 50, True),
+        "num_images": (1, 4, True),
+        "seed": (1, SEED_MAX, True),
+    }
+    for key, (low, high, integer) in ranges.items():
+        if key in body and not _in_range(body[key], low, high, integer=integer):
+            kind = "an integer" if integer else "a number"
+            problems.append(f"{key} must be {kind} between {low} and {high}")
+    if "enable_safety_checker" in body and not isinstance(body["enable_safety_checker"], bool):
+        problems.append("enable_safety_checker must be a boolean value")
+    return problems
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def _error_body(status: int, message: str | list[str]) -> dict[str, Any]:
+    return {
+        "message": message,
+        "path": PATH,
+        "requestId": str(uuid.uuid4()),
+        "statusCode": status,
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+
+
+def _error(status: int, message: str | list[str]) -> web.Response:
+    return web.json_response(_error_body(status, message), status=status)
+
+
+def _scripted_error(fault: _Fault) -> web.Response:
+    headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+    if isinstance(fault.body, str):
+        return web.Response(status=fault.status, text=fault.body, headers=headers)
+    body = fault.body
+    if body is None:
+        body = _error_body(fault.status, DEFAULT_MESSAGES.get(fault.status, "Error"))
+    return web.json_response(body, status=fault.status, headers=headers)
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return image.size
+
+
+def _solid_pngs(width: int, height: int, seed: int, count: int) -> list[bytes]:
+    """Cheap stand-ins for results: one solid colour per (seed, index), so seeds differ."""
+    pngs = []
+    for index in range(count):
+        rng = random.Random(f"{seed}:{index}")
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        buffer = io.BytesIO()
+        Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    return pngs
