@@ -21,7 +21,6 @@ from cogs.publisher import DiscordPublisher
 from services import log_redaction
 from services.aimlapi import AimlApiClient
 from services.config import Settings, SettingsError, load_settings
-from services.images import PreparedImage
 from services.jobs import Job, JobQueue
 from services.store import Generation, NewGeneration, Store
 from services.worker import GenerationWorker
@@ -112,9 +111,7 @@ class FluxBot(commands.Bot):
             self._resumed = True
             await self.resume_unfinished()
 
-    async def enqueue(
-        self, new: NewGeneration, *, reference: PreparedImage | None = None
-    ) -> tuple[Generation, int]:
+    async def enqueue(self, new: NewGeneration) -> tuple[Generation, int]:
         """Store a generation, queue it, and have its card show it; returns jobs ahead."""
         self.queue.check_admission(new.user_id)
         generation = await self.store.create_generation(new)
@@ -122,10 +119,7 @@ class FluxBot(commands.Bot):
             Job(generation.id, generation.user_id, generation.guild_id), check=False
         )
         if generation.card_message_id is not None:
-            if reference is not None:
-                self.publisher.attach_reference(generation.card_message_id, reference)
-            else:
-                self.publisher.cards.request(generation.card_message_id)
+            self.publisher.cards.request(generation.card_message_id)
         return generation, ahead
 
     async def resume_unfinished(self) -> None:

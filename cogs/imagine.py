@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ from cogs.errors import reply
 from services.generation import SEED_MAX, GenerationParameters, describe_invalid
 from services.images import ImageRejected, PreparedImage, check_attachment_meta, normalise_reference
 from services.jobs import QueueRefused
-from services.store import NewGeneration
+from services.store import Generation, NewGeneration
 
 if TYPE_CHECKING:
     from bot import FluxBot
@@ -75,40 +76,43 @@ class ImagineCog(commands.Cog):
             embed=render.pending_card_embed(parameters.prompt, interaction.user.id),
             allowed_mentions=render.NO_MENTIONS,
         )
-        card_id = callback.message_id
-        if card_id is None:  # Discord always returns it for a message response
+        if callback.message_id is None:  # Discord always returns it for a message response
             log.warning("interaction %s: no card id in callback", interaction.id)
             return
-        channel = interaction.channel
-        card = self._card(interaction, card_id)
+        card = self._card(interaction, callback.message_id)
         try:
-            reference = await self._prepare_reference(image)
-        except ImageRejected as exc:
-            await card.edit(
-                embed=render.rejected_card_embed(
-                    parameters.prompt, interaction.user.id, exc.user_message
-                )
-            )
+            generation = await self._start(interaction, card, parameters, image)
+        except (ImageRejected, QueueRefused) as exc:
+            user_id = interaction.user.id
+            embed = render.rejected_card_embed(parameters.prompt, user_id, exc.user_message)
+            await card.edit(embed=embed, allowed_mentions=render.NO_MENTIONS)
             return
+        log.info("generation %s: /imagine by %s", generation.id, interaction.user.id)
+
+    async def _start(
+        self,
+        interaction: discord.Interaction,
+        card: discord.PartialMessage,
+        parameters: GenerationParameters,
+        image: discord.Attachment,
+    ) -> Generation:
+        """After the card is up: the checks that need the bytes, the thread, then the queue."""
+        reference = await self._prepare_reference(image)
         thread_id = await self._results_thread(interaction, card, parameters.prompt)
+        reference_url = await self._rehost(card, reference, parameters.prompt, interaction.user.id)
         new = NewGeneration.from_parameters(
             parameters,
             kind="imagine",
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id or card.channel.id,
+            channel_id=card.channel.id,
             thread_id=thread_id,
             card_channel_id=card.channel.id,
-            card_message_id=card_id,
-            reference_url=image.url,
+            card_message_id=card.id,
+            reference_url=reference_url,
         )
-        generation, _ = await self.bot.enqueue(new, reference=reference)
-        log.info(
-            "generation %s: /imagine by %s in %s",
-            generation.id,
-            interaction.user.id,
-            getattr(channel, "id", None),
-        )
+        generation, _ = await self.bot.enqueue(new)
+        return generation
 
     def _card(self, interaction: discord.Interaction, card_id: int) -> discord.PartialMessage:
         """The card as a message we edit with the bot token, not the 15-minute interaction one."""
@@ -125,6 +129,18 @@ class ImagineCog(commands.Cog):
         return await asyncio.to_thread(
             normalise_reference, data, max_megapixels=self.bot.settings.max_input_megapixels
         )
+
+    async def _rehost(
+        self, card: discord.PartialMessage, reference: PreparedImage, prompt: str, user_id: int
+    ) -> str:
+        """Put the normalised reference on the card: its URL can be refreshed for months."""
+        file = discord.File(io.BytesIO(reference.data), filename=reference.filename)
+        embed = render.pending_card_embed(prompt, user_id, status="⏳ Queued")
+        edited = await card.edit(
+            embed=embed, attachments=[file], allowed_mentions=render.NO_MENTIONS
+        )
+        self.bot.publisher.cards.note_edited(card.id)
+        return edited.attachments[0].url
 
     async def _results_thread(
         self, interaction: discord.Interaction, card: discord.PartialMessage, prompt: str

@@ -18,7 +18,7 @@ import discord
 from cogs import render
 from services.card_updates import CardUpdater
 from services.generation import GenerationResult
-from services.images import EncodedFile, ImageRejected, PreparedImage, fit_for_upload
+from services.images import EncodedFile, ImageRejected, fit_for_upload
 from services.store import Generation
 from services.worker import ReferenceUnavailable
 
@@ -45,7 +45,6 @@ class DiscordPublisher:
     def __init__(self, bot: FluxBot) -> None:
         self.bot = bot
         self.cards = CardUpdater(self._edit_card)
-        self._reference_files: dict[int, PreparedImage] = {}
 
     # -- where things go ----------------------------------------------------------------
 
@@ -69,11 +68,6 @@ class DiscordPublisher:
 
     # -- cards ----------------------------------------------------------------------------
 
-    def attach_reference(self, card_message_id: int, reference: PreparedImage) -> None:
-        """Re-host the reference on the card with its next edit (see ``_edit_card``)."""
-        self._reference_files[card_message_id] = reference
-        self.cards.request(card_message_id)
-
     async def _edit_card(self, card_message_id: int) -> None:
         generation = await self.bot.store.latest_for_card(card_message_id)
         if generation is None or generation.card_channel_id is None:
@@ -82,21 +76,14 @@ class DiscordPublisher:
         embed = render.card_embed(generation, ahead=ahead)
         card = self._messageable(generation.card_channel_id, generation.guild_id)
         message = card.get_partial_message(card_message_id)
-        reference = self._reference_files.pop(card_message_id, None)
         try:
-            if reference is None:
-                await message.edit(embed=embed, view=self.bot.views.card_view(generation))
-                return
-            file = discord.File(io.BytesIO(reference.data), filename=reference.filename)
-            edited = await message.edit(
-                embed=embed, attachments=[file], view=self.bot.views.card_view(generation)
+            await message.edit(
+                embed=embed,
+                view=self.bot.views.card_view(generation),
+                allowed_mentions=render.NO_MENTIONS,
             )
         except (discord.NotFound, discord.Forbidden) as exc:
             log.info("card %s: not editable any more (%s)", card_message_id, exc.status)
-            return
-        url = next((a.url for a in edited.attachments if a.filename == reference.filename), None)
-        if url:
-            await self.bot.store.update_generation(generation.id, reference_url=url)
 
     # -- ResultPublisher ------------------------------------------------------------------
 

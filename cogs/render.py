@@ -94,11 +94,13 @@ def card_embed(generation: Generation, *, ahead: int | None = None) -> discord.E
     return embed
 
 
-def pending_card_embed(prompt: str, user_id: int) -> discord.Embed:
-    """The card as first posted, before the reference image is checked and stored."""
+def pending_card_embed(
+    prompt: str, user_id: int, *, status: str = "📥 Reading your image…"
+) -> discord.Embed:
+    """The card before its generation is stored: first posted, then with the reference."""
     embed = discord.Embed(title="Image remix", description=display_prompt(prompt), colour=COLOUR)
     embed.add_field(name="Asked by", value=f"<@{user_id}>")
-    embed.add_field(name="Status", value="📥 Reading your image…", inline=False)
+    embed.add_field(name="Status", value=status, inline=False)
     return embed
 
 

@@ -32,6 +32,10 @@ class CardUpdater:
             task = asyncio.create_task(self._drain(card_id), name=f"card-{card_id}")
             self._tasks[card_id] = task
 
+    def note_edited(self, card_id: int) -> None:
+        """Count an edit made elsewhere (the one that attaches the reference) against the rate."""
+        self._last_edit[card_id] = time.monotonic()
+
     async def flush(self) -> None:
         """Wait until every requested edit has been made (shutdown, tests)."""
         while self._tasks:

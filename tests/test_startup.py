@@ -1,0 +1,42 @@
+"""Starting without configuration explains itself instead of printing a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BOT = Path(__file__).resolve().parents[1] / "bot.py"
+
+
+def run_bot(cwd: Path, env_file: str | None = None) -> subprocess.CompletedProcess[str]:
+    if env_file is not None:
+        (cwd / ".env").write_text(env_file)
+    env = {k: v for k, v in os.environ.items() if k not in {"DISCORD_TOKEN", "AIMLAPI_KEY"}}
+    return subprocess.run(
+        [sys.executable, str(BOT)], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_without_env_it_names_what_is_missing_and_where_to_get_it(tmp_path):
+    result = run_bot(tmp_path)
+
+    assert result.returncode == 2
+    assert "DISCORD_TOKEN is missing" in result.stderr
+    assert "discord.com/developers/applications" in result.stderr
+    assert "AIMLAPI_KEY is missing" in result.stderr
+    assert "aimlapi.com" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_bad_value_is_named_without_echoing_secrets(tmp_path):
+    result = run_bot(
+        tmp_path, "DISCORD_TOKEN=\nAIMLAPI_KEY=sk-secret-value-123\nMAX_CONCURRENT_JOBS=lots\n"
+    )
+
+    assert result.returncode == 2
+    assert "DISCORD_TOKEN is missing" in result.stderr
+    assert "MAX_CONCURRENT_JOBS" in result.stderr
+    assert "sk-secret-value-123" not in result.stderr
+    assert "Traceback" not in result.stderr
