@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import time
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
 
 import discord
 
@@ -29,16 +27,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 REFERENCE_STEM = "reference"
-#: Reuse a stored CDN URL only while it stays valid at least this long.
-URL_MARGIN_SECONDS = 600
-
-
-def url_expiry(url: str) -> float | None:
-    """Unix time at which a signed Discord CDN URL expires (its ``ex`` parameter, hex)."""
-    try:
-        return int(parse_qs(urlsplit(url).query)["ex"][0], 16)
-    except (KeyError, IndexError, ValueError):
-        return None
 
 
 class DiscordPublisher:
@@ -88,8 +76,12 @@ class DiscordPublisher:
     # -- ResultPublisher ------------------------------------------------------------------
 
     async def fresh_reference_url(self, generation: Generation) -> str:
-        expiry = url_expiry(generation.reference_url)
-        if expiry is not None and expiry - time.time() > URL_MARGIN_SECONDS:
+        """The card's reference URL, fetched again unless it was attached a moment ago.
+
+        Signed CDN URLs expire after about a day, so any later job (reroll, remix, resumed
+        job) asks Discord for the card again, which also notices a deleted card.
+        """
+        if generation.kind == "imagine" and generation.attempts <= 1:
             return generation.reference_url
         if generation.card_message_id is None or generation.card_channel_id is None:
             raise ReferenceUnavailable

@@ -72,6 +72,8 @@ class GenerationWorker:
             request = GenerationRequest(parameters=generation.parameters, image_url=image_url)
             result = await self._api.generate(request)
             images = [await self._download(image) for image in result.images]
+            # Stored before posting: a Remix pressed the moment the result appears shows it.
+            await self._store.update_generation(generation.id, seed=result.seed)
             message_ids = await self._publisher.job_succeeded(generation, result, images)
         except (AimlApiError, ReferenceUnavailable) as exc:
             await self._fail(generation, exc.user_message, log_level=logging.WARNING)

@@ -1,0 +1,151 @@
+"""Reroll and Remix end to end: stored state, fresh reference URLs, restarts, refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e.conftest import World
+
+
+def fields(message: dict[str, Any]) -> dict[str, str]:
+    return {f["name"]: f["value"] for f in message["embeds"][0].get("fields", [])}
+
+
+def button(message: dict[str, Any], action: str) -> str:
+    ids = [c["custom_id"] for row in message["components"] for c in row["components"]]
+    return next(i for i in ids if i.startswith(f"fluxbot:{action}:"))
+
+
+async def first_result(world: World, prompt: str = "a cat wearing a tiny hat", **options):
+    interaction = await world.imagine(prompt, **options)
+    await interaction.response()
+    card_id = int(interaction.original_message["id"])
+    return card_id, await world.result_in(card_id)
+
+
+async def press(world: World, message: dict[str, Any], action: str, *, user: int | None = None):
+    return await world.discord.click(
+        int(message["channel_id"]),
+        int(message["id"]),
+        button(message, action),
+        user_id=user or world.alice,
+    )
+
+
+async def test_reroll_posts_a_new_seed_with_the_same_prompt_in_the_same_thread(world: World):
+    card_id, result = await first_result(world)
+    reroll = await press(world, result, "reroll")
+    await reroll.response()
+    second = await world.result_in(card_id, after=int(result["id"]))
+
+    assert reroll.ack_latency < 3.0
+    assert [r["prompt"] for r in world.api.requests] == ["a cat wearing a tiny hat"] * 2
+    assert "seed" not in world.api.requests[1]
+    assert fields(second)["Seed"] != fields(result)["Seed"]
+    assert second["attachments"]
+    assert reroll.followups and reroll.followups[0]["flags"] & 64  # a private "on it"
+    await world.card_status(card_id, "✅ Done")
+    assert world.discord.rejections == []
+
+
+async def test_remix_keeping_the_seed_changes_only_the_prompt(world: World):
+    card_id, result = await first_result(world)
+    opened = await press(world, result, "remix")
+    modal = await opened.response()
+    assert modal["type"] == 9
+    submitted = await world.discord.submit_modal(opened, {"prompt": "a dog wearing a tiny hat"})
+    await submitted.response()
+    second = await world.result_in(card_id, after=int(result["id"]))
+
+    body = world.api.requests[1]
+    assert body["prompt"] == "a dog wearing a tiny hat"
+    assert body["seed"] == int(fields(result)["Seed"])
+    assert fields(second)["Seed"] == fields(result)["Seed"]
+
+
+async def test_remix_with_the_seed_cleared_draws_a_new_one(world: World):
+    card_id, result = await first_result(world, seed=1234)
+    opened = await press(world, result, "remix")
+    await opened.response()
+    submitted = await world.discord.submit_modal(opened, {"seed": "", "strength": "0.6"})
+    await submitted.response()
+    await world.result_in(card_id, after=int(result["id"]))
+
+    body = world.api.requests[1]
+    assert "seed" not in body and body["strength"] == 0.6
+
+
+async def test_an_old_button_works_after_a_restart(world: World):
+    card_id, result = await first_result(world)
+    await world.card_status(card_id, "✅ Done")
+    await world.restart_bot()
+
+    reroll = await press(world, result, "reroll")
+    await reroll.response()
+    second = await world.result_in(card_id, after=int(result["id"]))
+    assert second["attachments"]
+
+
+async def test_reroll_works_when_every_earlier_url_has_expired(world: World):
+    attachment = world.upload()
+    card_id, result = await first_result(world, attachment=attachment)
+    world.discord.revoke_attachment(attachment["id"])  # the member's own upload vanished
+    world.discord.advance_clock(2 * 24 * 3600)  # and every URL signed so far expired
+
+    reroll = await press(world, result, "reroll")
+    await reroll.response()
+    second = await world.result_in(card_id, after=int(result["id"]))
+
+    assert second["attachments"]
+    assert world.api.requests[1]["image_url"] != world.api.requests[0]["image_url"]
+
+
+async def test_a_deleted_reference_is_told_plainly(world: World):
+    card_id, result = await first_result(world)
+    await world.card_status(card_id, "✅ Done")
+    world.discord.delete_message(world.channel, card_id)
+    world.discord.advance_clock(2 * 24 * 3600)
+
+    reroll = await press(world, result, "reroll")
+    await reroll.response()
+    notice = await world.result_in(card_id, after=int(result["id"]))
+
+    assert "original image" in notice["content"] and "gone" in notice["content"]
+    assert world.api.calls == 1
+
+
+async def test_another_member_is_refused_and_nothing_is_spent(world: World):
+    _, result = await first_result(world)
+    for action in ("reroll", "remix"):
+        refused = await press(world, result, action, user=world.bob)
+        response = await refused.response()
+        assert refused.ephemeral
+        assert "Only the member who asked" in response["data"]["content"]
+    assert world.api.calls == 1
+
+
+async def test_a_moderator_may_reroll_someone_elses_image(world: World):
+    card_id, result = await first_result(world)
+    reroll = await press(world, result, "reroll", user=world.moderator)
+    await reroll.response()
+    second = await world.result_in(card_id, after=int(result["id"]))
+    assert second["attachments"]
+
+
+async def test_bad_modal_values_say_which_field_and_why(world: World):
+    _, result = await first_result(world)
+    cases = [
+        ({"strength": "7"}, "Strength must be between 0.01 and 1.0"),
+        ({"seed": "abc"}, "Seed must be a whole number"),
+        ({"steps": "5x"}, "Steps must be a whole number"),
+        ({"guidance": "lots"}, "Guidance must be a number"),
+        ({"prompt": "   "}, "Prompt can't be empty"),
+    ]
+    for values, expected in cases:
+        opened = await press(world, result, "remix")
+        await opened.response()
+        submitted = await world.discord.submit_modal(opened, values)
+        response = await submitted.response()
+        assert submitted.ephemeral
+        assert expected in response["data"]["content"]
+    assert world.api.calls == 1
