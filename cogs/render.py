@@ -74,7 +74,8 @@ def status_line(generation: Generation, *, ahead: int | None = None) -> str:
                 took = f" in {seconds:.1f} s"
             return f"✅ Done{took}"
         case "cancelled":
-            return "🚫 Cancelled"
+            by = f" by <@{generation.cancelled_by}>" if generation.cancelled_by else ""
+            return f"🚫 Cancelled{by}"
         case _:
             return f"❌ Failed — {shorten(generation.error or 'unknown error', 900)}"
 

@@ -149,3 +149,17 @@ async def test_bad_modal_values_say_which_field_and_why(world: World):
         assert submitted.ephemeral
         assert expected in response["data"]["content"]
     assert world.api.calls == 1
+
+
+async def test_a_remix_form_opened_before_a_restart_still_works_after_it(world: World):
+    card_id, result = await first_result(world)
+    opened = await press(world, result, "remix")
+    await opened.response()
+    await world.restart_bot()
+
+    submitted = await world.discord.submit_modal(opened, {"prompt": "after the restart"})
+    await submitted.response()
+    second = await world.result_in(card_id, after=int(result["id"]))
+
+    assert second["attachments"]
+    assert world.api.requests[1]["prompt"] == "after the restart"
