@@ -16,7 +16,6 @@ import discord
 from discord.ext import commands
 
 from cogs import render
-from cogs.buttons import card_view, result_view
 from cogs.publisher import DiscordPublisher
 from services import log_redaction
 from services.aimlapi import AimlApiClient
@@ -29,13 +28,6 @@ log = logging.getLogger("fluxbot")
 
 EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.buttons")
 RESUME_TOO_LATE = "The bot restarted and this job waited too long. Press Reroll to try again."
-
-
-class Views:
-    """Builds the persistent views; a seam so the publisher needs no cog import cycle."""
-
-    card_view = staticmethod(card_view)
-    result_view = staticmethod(result_view)
 
 
 class FluxBot(commands.Bot):
@@ -54,7 +46,6 @@ class FluxBot(commands.Bot):
             command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options
         )
         self.settings = settings
-        self.views = Views()
         self.http_session: aiohttp.ClientSession | None = None
         self._resumed = False
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from cogs import render
+from cogs.buttons import card_view, result_view
 from services.card_updates import CardUpdater
 from services.generation import GenerationResult
 from services.images import EncodedFile, ImageRejected, fit_for_upload
@@ -67,7 +68,7 @@ class DiscordPublisher:
         try:
             await message.edit(
                 embed=embed,
-                view=self.bot.views.card_view(generation),
+                view=card_view(generation),
                 allowed_mentions=render.NO_MENTIONS,
             )
         except (discord.NotFound, discord.Forbidden) as exc:
@@ -117,9 +118,8 @@ class DiscordPublisher:
                     fit_for_upload, data, limit=limit, stem=f"fluxbot-{generation.id}-{index}"
                 )
             except ImageRejected as exc:
-                withheld_note = exc.user_message
                 log.warning("generation %s: image %s not uploadable", generation.id, index)
-                await self._send_text(generation, render.failure_text(withheld_note))
+                await self._send_text(generation, render.failure_text(exc.user_message))
                 continue
             files.append(self._file(encoded, spoiler=flagged))
         message_ids = await self._send_results(generation, result, files, limit)
@@ -135,7 +135,7 @@ class DiscordPublisher:
     async def job_failed(self, generation: Generation, reason: str) -> None:
         try:
             await self._send_text(
-                generation, render.failure_text(reason), view=self.bot.views.result_view(generation)
+                generation, render.failure_text(reason), view=result_view(generation)
             )
         except discord.HTTPException as exc:
             log.warning("generation %s: could not report failure (%s)", generation.id, exc.status)
@@ -169,7 +169,7 @@ class DiscordPublisher:
             batches[-1].append(file)
             size += length
         channel = self.results_channel(generation)
-        view = self.bot.views.result_view(generation)
+        view = result_view(generation)
         first_name = files[0].filename if files and not files[0].spoiler else None
         embed = render.result_embed(generation, result, image_filename=first_name)
         if not batches:
