@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     api_deadline_seconds: float = Field(default=180.0, gt=0)
     job_timeout_seconds: float = Field(default=600.0, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    #: Generations per member / per guild each UTC day; 0 = unlimited.
+    user_daily_limit: int = Field(default=0, ge=0)
+    guild_daily_limit: int = Field(default=0, ge=0)
     log_level: str = "INFO"
 
     @field_validator("dev_guild_id", mode="before")
