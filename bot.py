@@ -21,6 +21,7 @@ from services import log_redaction
 from services.aimlapi import AimlApiClient
 from services.config import Settings, SettingsError, load_settings
 from services.jobs import Job, JobQueue
+from services.quotas import DailyQuotas
 from services.store import Generation, NewGeneration, Store
 from services.worker import GenerationWorker
 
@@ -48,6 +49,8 @@ class FluxBot(commands.Bot):
         self.settings = settings
         self.http_session: aiohttp.ClientSession | None = None
         self._resumed = False
+        self._admission = asyncio.Lock()
+        self._shutdown: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         settings = self.settings
@@ -63,11 +66,24 @@ class FluxBot(commands.Bot):
             deadline=settings.api_deadline_seconds,
         )
         self.publisher = DiscordPublisher(self)
-        worker = GenerationWorker(store=self.store, api=self.api, publisher=self.publisher)
+        worker = GenerationWorker(
+            store=self.store,
+            api=self.api,
+            publisher=self.publisher,
+            job_timeout_seconds=settings.job_timeout_seconds,
+            on_requeued=self._show_on_card,
+        )
+        # Started by ``resume_unfinished``: stored jobs go first, in their order.
         self.queue = JobQueue(
             worker,
             max_concurrent=settings.max_concurrent_jobs,
             max_per_user=settings.max_queued_per_user,
+            started=False,
+        )
+        self.quotas = DailyQuotas(
+            self.store,
+            user_limit=settings.user_daily_limit,
+            guild_limit=settings.guild_daily_limit,
         )
         for extension in EXTENSIONS:
             try:
@@ -102,38 +118,87 @@ class FluxBot(commands.Bot):
             self._resumed = True
             await self.resume_unfinished()
 
+    async def admit(self, user_id: int, guild_id: int | None) -> None:
+        """Raise ``QueueRefused`` (or its ``QuotaExceeded``) if this job may not be queued.
+
+        Commands and buttons call it before answering, so a refusal is ephemeral and stores
+        nothing; ``enqueue`` checks again, as the state may have changed meanwhile.
+        """
+        self.queue.check_admission(user_id)
+        await self.quotas.check(user_id, guild_id)
+
     async def enqueue(self, new: NewGeneration) -> tuple[Generation, int]:
         """Store a generation, queue it, and have its card show it; returns jobs ahead."""
-        self.queue.check_admission(new.user_id)
-        generation = await self.store.create_generation(new)
+        async with self._admission:  # check and store as one step, or two presses both pass
+            await self.admit(new.user_id, new.guild_id)
+            generation = await self.store.create_generation(new)
         ahead = self.queue.submit(
             Job(generation.id, generation.user_id, generation.guild_id), check=False
         )
-        if generation.card_message_id is not None:
-            self.publisher.cards.request(generation.card_message_id)
+        self._show_on_card(generation)
         return generation, ahead
 
+    def _show_on_card(self, generation: Generation) -> None:
+        if generation.card_message_id is not None:
+            self.publisher.cards.request(generation.card_message_id)
+
     async def resume_unfinished(self) -> None:
-        """Jobs a stop or crash left behind run again, oldest first; stale ones fail loudly."""
-        interrupted = await self.store.mark_running_as_interrupted()
-        if interrupted:
-            log.warning("%d generations were interrupted mid-call; they run again", interrupted)
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.job_timeout_seconds)
-        for generation in await self.store.unfinished_generations():
-            if generation.created_at < cutoff:
-                await self.store.mark_failed(generation.id, RESUME_TOO_LATE, datetime.now(UTC))
-                await self.publisher.job_failed(generation, RESUME_TOO_LATE)
-                continue
-            job = Job(generation.id, generation.user_id, generation.guild_id)
-            self.queue.submit(job, check=False)
-        log.info("resumed %d waiting generations", self.queue.waiting_count)
+        """Jobs a stop or crash left behind run again, oldest first; stale ones fail loudly.
+
+        The queue starts only afterwards, so commands that arrived while the bot connected
+        wait behind them. Each job fetches a fresh reference URL from its card when it runs.
+        """
+        try:
+            interrupted = await self.store.mark_running_as_interrupted()
+            if interrupted:
+                log.warning("%d generations were interrupted mid-call; they run again", interrupted)
+            cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.job_timeout_seconds)
+            resumed = 0
+            for generation in await self.store.unfinished_generations():
+                if generation.created_at < cutoff:
+                    await self.store.mark_failed(generation.id, RESUME_TOO_LATE, datetime.now(UTC))
+                    await self.publisher.job_failed(generation, RESUME_TOO_LATE)
+                    continue
+                if generation.id not in self.queue:  # not one queued since start-up
+                    job = Job(generation.id, generation.user_id, generation.guild_id)
+                    self.queue.submit(job, check=False)
+                    self._show_on_card(generation)
+                    resumed += 1
+            log.info("resumed %d waiting generations", resumed)
+        finally:
+            self.queue.start()
 
     async def close(self) -> None:
+        """Once, however often a signal or discord.py asks: a second call waits for the first."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.create_task(self._close_once(), name="fluxbot-shutdown")
+        await asyncio.shield(self._shutdown)
+
+    async def _close_once(self) -> None:
+        """DESIGN §7: no new API calls; running ones get the grace period, then are interrupted.
+
+        Until the gateway closes, new commands are still stored (and told so), to run after the
+        restart along with every job still waiting.
+        """
         if hasattr(self, "queue"):
-            leftover = await self.queue.shutdown(self.settings.shutdown_grace_seconds)
-            if leftover:
-                log.warning("%d generations kept for the next start", len(leftover))
-            await self.store.mark_running_as_interrupted()
+            grace = self.settings.shutdown_grace_seconds
+            log.info(
+                "fluxbot stopping: no new API calls; %d running get up to %gs to finish",
+                self.queue.running_count,
+                grace,
+            )
+            waiting, interrupted = await self.queue.shutdown(grace)
+            for job in interrupted:
+                await self.store.mark_interrupted(job.generation_id)
+                log.warning(
+                    "generation %s: still running after %gs; interrupted, it runs again after "
+                    "the restart (the API may bill it twice)",
+                    job.generation_id,
+                    grace,
+                )
+            await self.store.mark_running_as_interrupted()  # anything the grace cut mid-write
+            if waiting:
+                log.info("%d waiting generations kept for the next start", len(waiting))
             await self.publisher.cards.flush()
         await super().close()
         if self.http_session is not None:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from cogs import render
 from cogs.errors import UNEXPECTED, reply
 from services.generation import GenerationParameters, describe_invalid
-from services.jobs import QueueRefused
+from services.jobs import QUEUED_FOR_RESTART, QueueRefused
 from services.store import Generation
 
 if TYPE_CHECKING:
@@ -207,22 +207,29 @@ async def start_follow_up(
 ) -> None:
     """Queue a reroll or remix of ``source`` in the same thread and acknowledge the press."""
     try:
-        bot.queue.check_admission(interaction.user.id)
+        await bot.admit(interaction.user.id, interaction.guild_id)
     except QueueRefused as exc:
         await reply(interaction, exc.user_message)
         return
     await interaction.response.defer()
-    generation, ahead = await bot.enqueue(
-        source.follow_up(kind=kind, user_id=interaction.user.id, parameters=parameters)
-    )
+    try:
+        generation, ahead = await bot.enqueue(
+            source.follow_up(kind=kind, user_id=interaction.user.id, parameters=parameters)
+        )
+    except QueueRefused as exc:  # another press got there first
+        await reply(interaction, exc.user_message)
+        return
     where = (
         "here"
         if interaction.channel_id == (source.thread_id or source.channel_id)
         else "in the thread"
     )
     queued = f", {ahead} ahead of you" if ahead else ""
+    text = f"{'🎲' if kind == 'reroll' else '✏️'} On it{queued} — the result will appear {where}."
+    if bot.queue.stopping:
+        text = f"{QUEUED_FOR_RESTART} The result will appear {where}."
     await interaction.followup.send(
-        f"{'🎲' if kind == 'reroll' else '✏️'} On it{queued} — the result will appear {where}.",
+        text,
         ephemeral=True,
         allowed_mentions=render.NO_MENTIONS,
     )

@@ -16,7 +16,7 @@ from cogs import render
 from cogs.errors import reply
 from services.generation import SEED_MAX, GenerationParameters, describe_invalid
 from services.images import ImageRejected, PreparedImage, check_attachment_meta, normalise_reference
-from services.jobs import QueueRefused
+from services.jobs import QUEUED_FOR_RESTART, QueueRefused
 from services.store import Generation, NewGeneration
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class ImagineCog(commands.Cog):
             check_attachment_meta(
                 image.content_type, image.size, image.filename, max_bytes=MAX_REFERENCE_BYTES
             )
-            self.bot.queue.check_admission(interaction.user.id)
+            await self.bot.admit(interaction.user.id, interaction.guild_id)
         except ValidationError as exc:
             await reply(interaction, describe_invalid(exc))
             return
@@ -88,6 +88,8 @@ class ImagineCog(commands.Cog):
             await card.edit(embed=embed, allowed_mentions=render.NO_MENTIONS)
             return
         log.info("generation %s: /imagine by %s", generation.id, interaction.user.id)
+        if self.bot.queue.stopping:
+            await reply(interaction, QUEUED_FOR_RESTART)
 
     async def _start(
         self,

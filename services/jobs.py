@@ -3,18 +3,33 @@
 Fairness rule (DESIGN §7): when a slot frees, the member served least recently goes first;
 within one member, first in first out. A member who presses Reroll forty times therefore
 waits behind everyone else's next job, never in front of it.
+
+Rate limits (DESIGN §7): a runner raises :class:`RateLimited` when the API answered 429. The
+queue as a whole then backs off (live concurrency halved, no new starts until Retry-After or an
+exponential backoff has passed) and earns one slot back per later success. The job goes back to
+the front of its member's line and keeps its member's turn, so a 429 costs nobody their place.
+Time comes from an injected clock and sleep, so tests drive it with a fake clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
+
+#: Backoff after a 429 without Retry-After: equal jitter in [d/2, d], d = base * 2**strikes.
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 30.0
+#: Told to a member whose job is accepted while the bot shuts down (DESIGN §7).
+QUEUED_FOR_RESTART = "⏳ Queued — the bot is restarting; your image will be made once it's back."
 
 
 @dataclass(eq=False)
@@ -25,6 +40,11 @@ class Job:
     user_id: int
     guild_id: int | None = None
     seq: int = field(default=0, init=False)
+    #: The throttle epoch the job was started in (see ``JobQueue._epoch``).
+    epoch: int = field(default=0, init=False)
+    #: Its member's turn when it started, and the one before, given back if the API turns it away.
+    turn: int = field(default=0, init=False)
+    served_before: int = field(default=0, init=False)
 
 
 class QueueRefused(Exception):
@@ -35,31 +55,73 @@ class QueueRefused(Exception):
         self.user_message = user_message
 
 
+class RateLimited(Exception):
+    """Raised by a runner: the API is too busy for this job now (429); it should run later.
+
+    The runner has already put the job back in the state "waiting" wherever it keeps state.
+    """
+
+    def __init__(self, retry_after: float | None = None) -> None:
+        super().__init__(f"rate limited (retry after {retry_after})")
+        self.retry_after = retry_after
+
+
 JobRunner = Callable[[Job], Awaitable[None]]
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class JobQueue:
-    def __init__(self, runner: JobRunner, *, max_concurrent: int, max_per_user: int) -> None:
+    def __init__(
+        self,
+        runner: JobRunner,
+        *,
+        max_concurrent: int,
+        max_per_user: int,
+        started: bool = True,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+        backoff_cap: float = BACKOFF_CAP_SECONDS,
+    ) -> None:
+        """``started=False`` holds every job until ``start()`` (the bot resumes stored jobs
+        first, so they keep their place ahead of commands that arrive while it connects)."""
         self._runner = runner
         self.max_concurrent = max_concurrent
         self.max_per_user = max_per_user
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
         self._waiting: dict[int, deque[Job]] = {}
         self._running: dict[int, Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_served: dict[int, int] = {}
         self._seq = itertools.count(1)
         self._served = itertools.count(1)
-        self._accepting = True
-        self._paused = False
+        self._stopping = False
+        self._paused = not started
         self._idle = asyncio.Event()
         self._idle.set()
+        # Rate-limit state: the live cap, when starts may resume, and how many 429s in a row.
+        self._limit = max_concurrent
+        self._resume_at = float("-inf")
+        self._strikes = 0
+        #: Bumped by every slow-down. A 429 or success from a job started in an older epoch
+        #: belongs to a congestion event already acted on, so it neither halves nor adds.
+        self._epoch = 0
+        self._wake: asyncio.Task[None] | None = None
 
     # -- what callers ask -------------------------------------------------------------------
 
     def check_admission(self, user_id: int) -> None:
-        """Refuse before anything is stored, so a refused press costs nothing."""
-        if not self._accepting:
-            raise QueueRefused("The bot is restarting. Try again in a minute.")
+        """Refuse before anything is stored, so a refused press costs nothing.
+
+        While the bot shuts down jobs are still admitted: they are stored and run after the
+        restart (DESIGN §7), so the per-member cap keeps applying to them.
+        """
         active = len(self._waiting.get(user_id, ())) + sum(
             1 for job in self._running.values() if job.user_id == user_id
         )
@@ -93,6 +155,12 @@ class JobQueue:
     def is_running(self, generation_id: int) -> bool:
         return generation_id in self._running
 
+    def __contains__(self, generation_id: object) -> bool:
+        """Waiting or running here."""
+        return generation_id in self._running or any(
+            job.generation_id == generation_id for jobs in self._waiting.values() for job in jobs
+        )
+
     def jobs_ahead(self, generation_id: int) -> int | None:
         """Jobs that start before this one under the fairness rule; None if not waiting."""
         for position, job in enumerate(self._dispatch_order()):
@@ -108,33 +176,103 @@ class JobQueue:
     def waiting_count(self) -> int:
         return sum(len(jobs) for jobs in self._waiting.values())
 
+    @property
+    def concurrency_limit(self) -> int:
+        """The live cap: ``max_concurrent``, or less while the API is rate limiting us."""
+        return self._limit
+
+    @property
+    def stopping(self) -> bool:
+        """Shutting down: new jobs are kept for the next start instead of being run."""
+        return self._stopping
+
+    # -- rate limits ------------------------------------------------------------------------
+
+    def throttle(self, retry_after: float | None = None) -> float:
+        """Slow the whole queue down after a 429; returns the pause in seconds.
+
+        Halves the live concurrency (never below 1) and starts nothing new until
+        ``retry_after`` (the server's hint) or an exponential backoff with jitter has passed.
+        """
+        self._limit = max(1, self._limit // 2)
+        self._epoch += 1
+        if retry_after is None:
+            ceiling = min(self.backoff_cap, self.backoff_base * 2**self._strikes)
+            delay = ceiling / 2 + self._jitter() * ceiling / 2
+        else:
+            delay = max(0.0, retry_after)
+        self._strikes += 1
+        self._pause_for(delay)
+        log.warning(
+            "API rate limit: %d call(s) at once at most, new calls wait %.2fs",
+            self._limit,
+            delay,
+        )
+        return delay
+
+    def _pause_for(self, delay: float) -> None:
+        self._resume_at = max(self._resume_at, self._clock() + delay)
+        if self._wake is None or self._wake.done():
+            self._wake = asyncio.create_task(self._wake_up(), name="job-queue-backoff")
+
+    async def _wake_up(self) -> None:
+        while (delay := self._resume_at - self._clock()) > 0:
+            await self._sleep(delay)
+        self._wake = None
+        self._pump()
+
+    def _rate_limited(self, job: Job, exc: RateLimited) -> None:
+        """Back off (once per congestion event) and put ``job`` first in its member's line."""
+        if self._stopping:
+            return  # the runner stored it as waiting: it resumes after the restart
+        if job.epoch == self._epoch:
+            self.throttle(exc.retry_after)
+        elif exc.retry_after is not None:
+            self._pause_for(exc.retry_after)
+        self._waiting.setdefault(job.user_id, deque()).appendleft(job)
+        if self._last_served.get(job.user_id) == job.turn:
+            self._last_served[job.user_id] = job.served_before
+        log.info("generation %s: API busy, back in line", job.generation_id)
+
+    def _succeeded(self, job: Job) -> None:
+        """A call started since the last slow-down was not turned away: earn one slot back."""
+        if job.epoch == self._epoch:
+            self._strikes = 0
+            self._limit = min(self.max_concurrent, self._limit + 1)
+
     # -- lifecycle --------------------------------------------------------------------------
 
-    def stop_accepting(self) -> None:
-        self._accepting = False
+    def start(self) -> None:
+        """Begin running jobs (see ``started=False``)."""
+        if not self._stopping:
+            self._paused = False
+            self._pump()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
-    async def shutdown(self, grace: float) -> list[Job]:
+    async def shutdown(self, grace: float) -> tuple[list[Job], list[Job]]:
         """Start nothing new, give running jobs ``grace`` seconds, cancel the rest.
 
-        Returns the jobs that did not finish (waiting or cancelled while running); the store
-        still holds them, so they are resumed on the next start.
+        Returns ``(waiting, interrupted)``: jobs that never started (in their order) and jobs
+        cancelled mid-call. The store still holds both, so they resume on the next start. Jobs
+        submitted after this are kept waiting, never started.
         """
-        self._accepting = False
+        self._stopping = True
         self._paused = True
-        leftover = self._dispatch_order()
-        self._waiting.clear()
+        if self._wake is not None:
+            self._wake.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._wake
+        interrupted: list[Job] = []
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-            interrupted = [job for job in self._running.values()]
+            interrupted = list(self._running.values())
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            leftover.extend(interrupted)
         self._update_idle()
-        return leftover
+        return self._dispatch_order(), interrupted
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -158,13 +296,17 @@ class JobQueue:
         return order
 
     def _pump(self) -> None:
-        while not self._paused and self._waiting and len(self._running) < self.max_concurrent:
+        if self._clock() < self._resume_at:
+            return  # backing off; ``_wake_up`` pumps again when the pause is over
+        while not self._paused and self._waiting and len(self._running) < self._limit:
             job = self._next_job(self._last_served, self._waiting)
             jobs = self._waiting[job.user_id]
             jobs.popleft()
             if not jobs:
                 del self._waiting[job.user_id]
-            self._last_served[job.user_id] = next(self._served)
+            job.served_before = self._last_served.get(job.user_id, 0)
+            self._last_served[job.user_id] = job.turn = next(self._served)
+            job.epoch = self._epoch
             self._running[job.generation_id] = job
             task = asyncio.create_task(self._run(job), name=f"generation-{job.generation_id}")
             self._tasks.add(task)
@@ -174,8 +316,13 @@ class JobQueue:
             await self._runner(job)
         except asyncio.CancelledError:
             raise
+        except RateLimited as exc:
+            self._running.pop(job.generation_id, None)
+            self._rate_limited(job, exc)
         except Exception:
             log.exception("generation %s: runner failed", job.generation_id)
+        else:
+            self._succeeded(job)
         finally:
             self._running.pop(job.generation_id, None)
             task = asyncio.current_task()

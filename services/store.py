@@ -687,6 +687,14 @@ class Store:
             generation_id, (GenerationStatus.RUNNING,), {"status": GenerationStatus.INTERRUPTED}
         )
 
+    async def mark_requeued(self, generation_id: int) -> Generation | None:
+        """Running -> queued: the API was too busy to take the call (429), so it waits again."""
+        return await self._transition(
+            generation_id,
+            (GenerationStatus.RUNNING,),
+            {"status": GenerationStatus.QUEUED, "started_at": None},
+        )
+
     async def mark_running_as_interrupted(self) -> int:
         """At start-up, before any worker runs: a job still ``running`` was lost in a crash."""
         async with self._write() as conn:

@@ -5,18 +5,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from services.aimlapi import AimlApiClient, AimlApiError
+from services.aimlapi import AimlApiClient, AimlApiError, RateLimitedError
 from services.generation import GeneratedImage, GenerationRequest, GenerationResult
-from services.jobs import Job
+from services.jobs import Job, RateLimited
 from services.store import Generation, Store
 
 log = logging.getLogger(__name__)
 
 #: Largest result image we accept from the API's CDN; FLUX PNGs at 1 MP are ~1–2 MiB.
 MAX_RESULT_BYTES = 25 * 1024 * 1024
+#: Told when the API stayed too busy (429) for a job's whole JOB_TIMEOUT_SECONDS.
+BUSY_TOO_LONG = (
+    "The image service stayed too busy to take this image for too long. Press Reroll to try again."
+)
 
 
 class ReferenceUnavailable(Exception):
@@ -53,11 +57,16 @@ class GenerationWorker:
         store: Store,
         api: AimlApiClient,
         publisher: ResultPublisher,
+        job_timeout_seconds: float = 600.0,
+        on_requeued: Callable[[Generation], None] | None = None,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
+        """``on_requeued`` hears of a job put back in line after a 429 (its card says queued)."""
         self._store = store
         self._api = api
         self._publisher = publisher
+        self._job_timeout = timedelta(seconds=job_timeout_seconds)
+        self._on_requeued = on_requeued
         self._now = now
 
     async def __call__(self, job: Job) -> None:
@@ -70,11 +79,14 @@ class GenerationWorker:
         try:
             image_url = await self._publisher.fresh_reference_url(generation)
             request = GenerationRequest(parameters=generation.parameters, image_url=image_url)
-            result = await self._api.generate(request)
+            # 429s are the queue's business: it slows down as a whole (DESIGN §7).
+            result = await self._api.generate(request, retry_rate_limited=False)
             images = [await self._download(image) for image in result.images]
             # Stored before posting: a Remix pressed the moment the result appears shows it.
             await self._store.update_generation(generation.id, seed=result.seed)
             message_ids = await self._publisher.job_succeeded(generation, result, images)
+        except RateLimitedError as exc:
+            await self._rate_limited(generation, exc)
         except (AimlApiError, ReferenceUnavailable) as exc:
             await self._fail(generation, exc.user_message, log_level=logging.WARNING)
         except Exception:
@@ -95,6 +107,16 @@ class GenerationWorker:
                 time.monotonic() - started,
                 result.inference_seconds,
             )
+
+    async def _rate_limited(self, generation: Generation, exc: RateLimitedError) -> None:
+        """Back in line (raising :class:`RateLimited`) unless the job has waited too long."""
+        if self._now() - generation.created_at >= self._job_timeout:
+            await self._fail(generation, BUSY_TOO_LONG, log_level=logging.WARNING)
+            return
+        requeued = await self._store.mark_requeued(generation.id)
+        if requeued is not None and self._on_requeued is not None:
+            self._on_requeued(requeued)
+        raise RateLimited(exc.retry_after) from None
 
     async def _download(self, image: GeneratedImage) -> bytes:
         return await self._api.download(image, max_bytes=MAX_RESULT_BYTES)

@@ -1,20 +1,49 @@
-"""JobQueue: fairness, caps and cancellation, driven by events the test releases."""
+"""JobQueue: fairness, caps, cancellation and 429 back-off, driven by events and a fake clock."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
-from services.jobs import Job, JobQueue, QueueRefused
+from services.jobs import Job, JobQueue, QueueRefused, RateLimited
+
+
+class FakeClock:
+    """Monotonic time that moves only when the test says; ``sleep`` waits for ``advance``."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(delay)
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + delay, wake))
+        await wake
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for at, wake in list(self._sleepers):
+            if at <= self.now:
+                self._sleepers.remove((at, wake))
+                if not wake.done():
+                    wake.set_result(None)
 
 
 class GatedRunner:
-    """A runner whose jobs finish only when the test says so."""
+    """A runner whose jobs finish only when the test says so, and how the test says."""
 
     def __init__(self) -> None:
         self.started: list[int] = []
+        self.ended: list[int] = []
         self.gates: dict[int, asyncio.Event] = {}
+        self.outcomes: dict[int, Exception] = {}
         self.running = 0
         self.peak = 0
         self.changed = asyncio.Condition()
@@ -28,15 +57,31 @@ class GatedRunner:
             self.changed.notify_all()
         try:
             await gate.wait()
+            del self.gates[job.generation_id]  # a job run again after a 429 needs a new release
+            if (outcome := self.outcomes.pop(job.generation_id, None)) is not None:
+                raise outcome
         finally:
             self.running -= 1
+            # The queue handles the outcome before this task next yields, so a waiter woken
+            # by this notice already sees the queue's new state.
+            async with self.changed:
+                self.ended.append(job.generation_id)
+                self.changed.notify_all()
 
-    def release(self, generation_id: int) -> None:
+    def release(self, generation_id: int, outcome: Exception | None = None) -> None:
+        if outcome is not None:
+            self.outcomes[generation_id] = outcome
         self.gates.setdefault(generation_id, asyncio.Event()).set()
 
-    async def wait_started(self, count: int) -> None:
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
         async with self.changed:
-            await asyncio.wait_for(self.changed.wait_for(lambda: len(self.started) >= count), 5)
+            await asyncio.wait_for(self.changed.wait_for(predicate), 5)
+
+    async def wait_started(self, count: int) -> None:
+        await self.wait_until(lambda: len(self.started) >= count)
+
+    async def wait_ended(self, count: int) -> None:
+        await self.wait_until(lambda: len(self.ended) >= count)
 
 
 @pytest.fixture
@@ -53,9 +98,31 @@ def runner() -> GatedRunner:
 
 
 @pytest.fixture
-def make_queue(queues, runner):
-    def make(runner: GatedRunner = runner, *, concurrent: int = 1, per_user: int = 50) -> JobQueue:
-        queue = JobQueue(runner, max_concurrent=concurrent, max_per_user=per_user)
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_queue(queues, runner, clock):
+    def make(
+        runner: GatedRunner = runner,
+        *,
+        concurrent: int = 1,
+        per_user: int = 50,
+        started: bool = True,
+        jitter: float = 1.0,
+    ) -> JobQueue:
+        queue = JobQueue(
+            runner,
+            max_concurrent=concurrent,
+            max_per_user=per_user,
+            started=started,
+            clock=clock,
+            sleep=clock.sleep,
+            jitter=lambda: jitter,
+            backoff_base=1.0,
+            backoff_cap=8.0,
+        )
         queues.append(queue)
         return queue
 
@@ -124,15 +191,50 @@ async def test_cancel_removes_a_waiting_job_but_not_a_running_one(runner, make_q
     assert runner.started == [1]
 
 
-async def test_shutdown_returns_unfinished_jobs_and_refuses_new_ones(runner, make_queue):
+async def test_shutdown_interrupts_running_jobs_and_keeps_new_ones_waiting(runner, make_queue):
     queue = make_queue(runner)
     queue.submit(Job(1, user_id=1))
     queue.submit(Job(2, user_id=2))
     await runner.wait_started(1)
-    leftover = await queue.shutdown(grace=0)
-    assert sorted(job.generation_id for job in leftover) == [1, 2]
-    with pytest.raises(QueueRefused, match="restarting"):
-        queue.check_admission(3)
+    waiting, interrupted = await queue.shutdown(grace=0)
+
+    assert [job.generation_id for job in waiting] == [2]
+    assert [job.generation_id for job in interrupted] == [1]
+    assert queue.stopping
+    assert queue.submit(Job(3, user_id=3)) == 1  # still accepted, to run after the restart
+    assert queue.running_count == 0 and runner.started == [1]
+
+
+async def test_shutdown_lets_a_job_that_finishes_within_the_grace_complete(runner, make_queue):
+    queue = make_queue(runner)
+    queue.submit(Job(1, user_id=1))
+    queue.submit(Job(2, user_id=2))
+    await runner.wait_started(1)
+    runner.release(1)  # finishes while shutdown waits; job 2 must not start meanwhile
+    waiting, interrupted = await queue.shutdown(grace=30)
+
+    assert interrupted == []
+    assert [job.generation_id for job in waiting] == [2]
+    assert runner.started == [1] and runner.ended == [1]
+
+
+async def test_per_member_cap_still_applies_while_shutting_down(runner, make_queue):
+    queue = make_queue(runner, per_user=1)
+    await queue.shutdown(grace=0)
+    queue.submit(Job(1, user_id=7))
+    with pytest.raises(QueueRefused, match="You have 1 images in progress"):
+        queue.check_admission(7)
+
+
+async def test_a_queue_made_stopped_runs_nothing_until_started(runner, make_queue):
+    queue = make_queue(runner, started=False, concurrent=2)
+    queue.submit(Job(1, user_id=1))
+    queue.submit(Job(2, user_id=1))
+    assert queue.running_count == 0 and 1 in queue and 3 not in queue
+    queue.start()
+    assert queue.running_count == 2
+    await runner.wait_started(2)
+    assert runner.started == [1, 2]
 
 
 async def test_a_failing_runner_frees_its_slot(fail_on_error_logs):
@@ -150,3 +252,94 @@ async def test_a_failing_runner_frees_its_slot(fail_on_error_logs):
     assert seen == [1, 2]
     assert [r.getMessage() for r in fail_on_error_logs.records] == ["generation 1: runner failed"]
     fail_on_error_logs.records.clear()
+
+
+# -- 429: the queue slows down as a whole, then recovers ---------------------------------------
+
+
+async def test_a_429_halves_concurrency_pauses_starts_and_recovers_one_slot_per_success(
+    runner, make_queue, clock
+):
+    queue = make_queue(runner, concurrent=4)
+    for n in range(1, 9):
+        queue.submit(Job(n, user_id=n))
+    await runner.wait_started(4)
+
+    runner.release(1, RateLimited(retry_after=10))
+    await runner.wait_until(lambda: queue.concurrency_limit == 2)
+    assert queue.jobs_ahead(1) == 0, "back at the front, keeping its member's turn"
+    assert clock.sleeps == [10]
+
+    runner.release(2)  # started before the slow-down: no slot back, nothing new starts yet
+    runner.release(3)
+    runner.release(4, RateLimited())  # same congestion event: not halved again
+    await runner.wait_ended(4)
+    assert queue.concurrency_limit == 2
+    assert queue.running_count == 0 and len(runner.started) == 4
+
+    clock.advance(10)
+    await runner.wait_started(6)
+    assert runner.started[4:] == [1, 4] and queue.running_count == 2
+
+    runner.release(1)  # a success after the pause: one slot back, so two more start
+    await runner.wait_started(8)
+    assert runner.started[6:] == [5, 6]
+    assert queue.concurrency_limit == 3 and queue.running_count == 3
+    runner.release(4)
+    await runner.wait_started(10)
+    assert queue.concurrency_limit == 4 and queue.running_count == 4
+    for n in (5, 6, 7, 8):
+        runner.release(n)
+    await asyncio.wait_for(queue.wait_idle(), 5)
+    assert runner.peak == 4
+    assert sorted(set(runner.started)) == list(range(1, 9))
+
+
+async def test_backoff_without_retry_after_doubles_with_jitter_and_resets_after_success(
+    runner, make_queue, clock
+):
+    queue = make_queue(runner, jitter=1.0)  # the top of the jitter range: exactly 1, 2, 4...
+    queue.submit(Job(1, user_id=1))
+    for attempt, expected in enumerate([1.0, 2.0, 4.0, 8.0, 8.0], start=1):  # capped at 8
+        await runner.wait_started(attempt)
+        runner.release(1, RateLimited())
+        await runner.wait_ended(attempt)
+        assert clock.sleeps[-1] == expected
+        assert queue.concurrency_limit == 1  # never below one
+        clock.advance(expected)
+    await runner.wait_started(6)
+    runner.release(1)
+    await asyncio.wait_for(queue.wait_idle(), 5)
+
+    queue.submit(Job(2, user_id=1))
+    await runner.wait_started(7)
+    runner.release(2, RateLimited())
+    await runner.wait_ended(7)
+    assert clock.sleeps[-1] == 1.0, "a success starts the backoff over"
+    assert queue.throttle() == 2.0
+    low = make_queue(GatedRunner(), jitter=0.0)
+    assert low.throttle() == 0.5, "jitter draws from [d/2, d]"
+
+
+async def test_nothing_starts_during_a_pause_even_when_slots_are_free(runner, make_queue, clock):
+    queue = make_queue(runner, concurrent=2)
+    queue.throttle(retry_after=5)  # halved to 1 and paused
+    queue.submit(Job(1, user_id=1))
+    queue.submit(Job(2, user_id=2))
+    assert queue.running_count == 0
+    clock.advance(4.9)
+    assert queue.running_count == 0
+    clock.advance(0.1)
+    await runner.wait_started(1)
+    assert queue.running_count == 1 and runner.started == [1]
+
+
+async def test_a_job_rate_limited_during_shutdown_is_left_for_the_restart(runner, make_queue):
+    queue = make_queue(runner)
+    queue.submit(Job(1, user_id=1))
+    await runner.wait_started(1)
+    runner.release(1, RateLimited(retry_after=1))
+    waiting, interrupted = await queue.shutdown(grace=30)
+
+    assert waiting == [] and interrupted == []  # the runner stored it as waiting already
+    assert runner.started == [1]

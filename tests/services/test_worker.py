@@ -1,0 +1,97 @@
+"""GenerationWorker and 429s: a busy API sends the job back to the queue until it is too old."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.aimlapi import RateLimitedError
+from services.generation import GenerationRequest
+from services.jobs import Job, RateLimited
+from services.store import Generation, GenerationStatus, Store
+from services.worker import BUSY_TOO_LONG, GenerationWorker
+from tests.services.test_store import new
+
+T0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
+
+
+class BusyApi:
+    """Answers every generation with a 429 and remembers how it was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    async def generate(self, request: GenerationRequest, **options: Any) -> None:
+        self.calls.append(options)
+        raise RateLimitedError("API answered HTTP 429", status=429, retry_after=3.0)
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.failed: list[tuple[int, str]] = []
+
+    async def fresh_reference_url(self, generation: Generation) -> str:
+        return generation.reference_url
+
+    async def job_started(self, generation: Generation) -> None:
+        pass
+
+    async def job_succeeded(self, *_: object) -> list[int]:
+        raise AssertionError("a busy API never succeeds")
+
+    async def job_failed(self, generation: Generation, reason: str) -> None:
+        self.failed.append((generation.id, reason))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with await Store.open(f"sqlite:///{tmp_path}/worker.sqlite3") as opened:
+        yield opened
+
+
+async def queued(store: Store) -> Generation:
+    return await store.create_generation(new(), created_at=T0)
+
+
+def worker(store: Store, api: BusyApi, publisher: Publisher, now: datetime, **kw: Any):
+    return GenerationWorker(
+        store=store,
+        api=api,  # type: ignore[arg-type]
+        publisher=publisher,
+        job_timeout_seconds=600,
+        now=lambda: now,
+        **kw,
+    )
+
+
+async def test_a_429_puts_a_young_job_back_in_line_for_the_queue_to_retry(store: Store):
+    generation = await queued(store)
+    api, publisher, requeued = BusyApi(), Publisher(), []
+    run = worker(store, api, publisher, T0 + timedelta(seconds=599), on_requeued=requeued.append)
+
+    with pytest.raises(RateLimited) as raised:
+        await run(Job(generation.id, user_id=1))
+
+    assert raised.value.retry_after == 3.0
+    assert api.calls == [{"retry_rate_limited": False}]  # no retrying on its own
+    stored = await store.get_generation(generation.id)
+    assert stored is not None and stored.status == GenerationStatus.QUEUED
+    assert stored.started_at is None and stored.attempts == 1
+    assert [g.id for g in requeued] == [generation.id] and publisher.failed == []
+
+
+async def test_a_429_after_job_timeout_fails_the_job_plainly(store: Store):
+    generation = await queued(store)
+    publisher = Publisher()
+    run = worker(store, BusyApi(), publisher, T0 + timedelta(seconds=600))
+
+    await run(Job(generation.id, user_id=1))  # no RateLimited: the job is over
+
+    stored = await store.get_generation(generation.id)
+    assert stored is not None and stored.status == GenerationStatus.FAILED
+    assert stored.error == BUSY_TOO_LONG
+    assert publisher.failed == [(generation.id, BUSY_TOO_LONG)]
