@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import email.utils
+import ipaddress
 import json
 import logging
 import random as _random
@@ -348,6 +349,7 @@ class AimlApiClient:
             raise ValueError("attempts must be at least 1")
         self._session = session
         self._endpoint = base_url.rstrip("/") + GENERATIONS_PATH
+        self._api_host = URL(base_url).host
         self._api_key = api_key
         self._model = model
         self._deadline = deadline
@@ -535,6 +537,8 @@ class AimlApiClient:
             raise DownloadError("result URL cannot be parsed") from None
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise DownloadError(f"refusing a non-HTTP result URL ({parsed.scheme or 'no'} scheme)")
+        if not self.result_url_allowed(parsed):
+            raise DownloadError(f"refusing a plain-http result URL from {parsed.host}")
         for attempt in range(1, self._download_attempts + 1):
             try:
                 return await self._fetch_once(url, max_bytes)
@@ -548,12 +552,32 @@ class AimlApiClient:
                 await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def result_url_allowed(self, url: URL) -> bool:
+        """HTTPS only, except from the configured API's own host or loopback.
+
+        A result fetched in clear text could be swapped on the way; the exceptions are hosts the
+        operator already trusts with the key (an http API base URL, such as a local proxy) and
+        this machine (the test fakes), so production stays strict without a setting to forget.
+        """
+        if url.scheme == "https":
+            return True
+        if url.scheme != "http" or not url.host:
+            return False
+        if url.host == self._api_host or url.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(url.host).is_loopback
+        except ValueError:
+            return False
+
     async def _fetch_once(self, url: str, max_bytes: int) -> bytes:
         """One GET without our API key (the CDN is a third party)."""
         try:
             async with self._session.get(
                 url, timeout=aiohttp.ClientTimeout(total=self._download_timeout)
             ) as response:
+                if not self.result_url_allowed(response.url):  # redirected to plain http
+                    raise DownloadError(f"refusing a redirect to {response.url.scheme}")
                 if not 200 <= response.status < 300:
                     raise _RetryableDownloadError.for_status(response.status)
                 return await _read_capped(response, max_bytes)

@@ -55,6 +55,7 @@ from services.generation import (
     Steps,
     Strength,
 )
+from services.safety import GuildSettings
 
 log = logging.getLogger(__name__)
 
@@ -250,9 +251,32 @@ def _migrate_2_meta_cancelled_by_indexes(conn: Connection) -> None:
         index.create(conn)
 
 
+def _guild_settings_v3(metadata: MetaData) -> Table:
+    return Table(
+        "guild_settings",
+        metadata,
+        Column("guild_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("unfiltered_in_nsfw", Boolean, nullable=False, server_default="0"),
+        Column("open_rerolls", Boolean, nullable=False, server_default="0"),
+        Column("blocked_terms", Text),
+        Column("updated_by", BigInteger),
+        Column("updated_at", UTCDateTime),
+    )
+
+
+def _migrate_3_guild_settings_upload_limit(conn: Connection) -> None:
+    """Per-guild safety settings; each job keeps the upload limit its interaction reported."""
+    _guild_settings_v3(MetaData()).create(conn)
+    conn.execute(text("ALTER TABLE generations ADD COLUMN upload_limit BIGINT"))
+
+
 Migration = Callable[[Connection], None]
 #: Append only. ``MIGRATIONS[n]`` takes the schema from version n to n + 1.
-MIGRATIONS: tuple[Migration, ...] = (_migrate_1_initial, _migrate_2_meta_cancelled_by_indexes)
+MIGRATIONS: tuple[Migration, ...] = (
+    _migrate_1_initial,
+    _migrate_2_meta_cancelled_by_indexes,
+    _migrate_3_guild_settings_upload_limit,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # --------------------------------------------------------------------------- runtime tables
@@ -260,8 +284,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 metadata = MetaData()
 generations = _generations_v1(metadata)
 generations.append_column(Column("cancelled_by", BigInteger))
+generations.append_column(Column("upload_limit", BigInteger))
 _indexes_v2(generations)
 meta = _meta_v2(metadata)
+guild_settings = _guild_settings_v3(metadata)
 
 _IMMEDIATE = {"fluxbot_begin": "IMMEDIATE"}
 
@@ -371,6 +397,9 @@ class NewGeneration(BaseModel):
     count: Count
     safety_checker: bool = True
     reference_url: str = Field(min_length=1)
+    #: The channel's upload limit as the interaction reported it (discord.py's guild cache only
+    #: knows boost tiers), so results are fitted to what Discord will actually accept.
+    upload_limit: int | None = Field(default=None, ge=1)
 
     @classmethod
     def from_parameters(cls, parameters: GenerationParameters, **fields: Any) -> Self:
@@ -420,6 +449,7 @@ class Generation(BaseModel):
     inference_seconds: float | None
     nsfw_withheld: int = 0
     cancelled_by: int | None = None
+    upload_limit: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -453,6 +483,7 @@ class Generation(BaseModel):
             card_channel_id=self.card_channel_id,
             card_message_id=self.card_message_id,
             reference_url=self.reference_url,
+            upload_limit=self.upload_limit,
         )
 
 
@@ -754,6 +785,47 @@ class Store:
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else _to_model(row)
+
+    # ----------------------------------------------------------------------- guild settings
+
+    async def get_guild_settings(self, guild_id: int) -> GuildSettings:
+        """A guild's settings; the safe defaults when its admins never changed any."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(guild_settings).where(guild_settings.c.guild_id == guild_id)
+                )
+            ).first()
+        if row is None:
+            return GuildSettings(guild_id=guild_id)
+        return GuildSettings(
+            guild_id=guild_id,
+            unfiltered_in_nsfw=bool(row.unfiltered_in_nsfw),
+            open_rerolls=bool(row.open_rerolls),
+            blocked_terms=json.loads(row.blocked_terms) if row.blocked_terms else (),
+        )
+
+    async def save_guild_settings(
+        self, settings: GuildSettings, *, updated_by: int, updated_at: datetime | None = None
+    ) -> GuildSettings:
+        """Insert or replace a guild's settings, noting which admin changed them and when."""
+        values = {
+            "guild_id": settings.guild_id,
+            "unfiltered_in_nsfw": settings.unfiltered_in_nsfw,
+            "open_rerolls": settings.open_rerolls,
+            "blocked_terms": json.dumps(list(settings.blocked_terms)),
+            "updated_by": updated_by,
+            "updated_at": self._now(updated_at),
+        }
+        insert = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
+        statement = insert(guild_settings).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[guild_settings.c.guild_id],
+            set_={k: statement.excluded[k] for k in values if k != "guild_id"},
+        )
+        async with self._write() as conn:
+            await conn.execute(statement)
+        return settings
 
     # ----------------------------------------------------------------------- meta
 

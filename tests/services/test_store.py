@@ -410,7 +410,7 @@ async def test_upgrade_from_v1_database(db_url: str) -> None:
         await engine.dispose()
 
     async with await Store.open(db_url) as store:
-        assert await store.schema_version() == SCHEMA_VERSION == 2
+        assert await store.schema_version() == SCHEMA_VERSION == 3
         (old,) = await store.unfinished_generations()
         assert (old.prompt, old.user_id, old.seed_requested) == ("old", BIG_SNOWFLAKE, SEED_MAX)
         assert old.created_at == datetime(2024, 12, 31, 23, 59, 59, 1, tzinfo=UTC)
