@@ -46,9 +46,18 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
     action = ""
     refusal = "Only the member who asked for this image can use its buttons."
 
-    def __init__(self, generation_id: int, **button: Any) -> None:
+    label = ""
+    emoji = ""
+    style = discord.ButtonStyle.secondary
+
+    def __init__(self, generation_id: int) -> None:
         super().__init__(
-            discord.ui.Button(custom_id=f"fluxbot:{self.action}:{generation_id}", **button)
+            discord.ui.Button(
+                custom_id=f"fluxbot:{self.action}:{generation_id}",
+                label=self.label,
+                emoji=self.emoji,
+                style=self.style,
+            )
         )
         self.generation_id = generation_id
         self.generation: Generation | None = None
@@ -88,10 +97,9 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
 class RerollButton(GenerationButton, template=r"fluxbot:reroll:(?P<id>[0-9]{1,20})"):
     action = "reroll"
 
-    def __init__(self, generation_id: int) -> None:
-        super().__init__(
-            generation_id, label="Reroll", emoji="🎲", style=discord.ButtonStyle.primary
-        )
+    label = "Reroll"
+    emoji = "🎲"
+    style = discord.ButtonStyle.primary
 
     async def press(
         self, bot: FluxBot, interaction: discord.Interaction, source: Generation
@@ -105,10 +113,9 @@ class RerollButton(GenerationButton, template=r"fluxbot:reroll:(?P<id>[0-9]{1,20
 class RemixButton(GenerationButton, template=r"fluxbot:remix:(?P<id>[0-9]{1,20})"):
     action = "remix"
 
-    def __init__(self, generation_id: int) -> None:
-        super().__init__(
-            generation_id, label="Remix", emoji="✏️", style=discord.ButtonStyle.secondary
-        )
+    label = "Remix"
+    emoji = "✏️"
+    style = discord.ButtonStyle.secondary
 
     async def press(
         self, bot: FluxBot, interaction: discord.Interaction, generation: Generation
@@ -120,10 +127,9 @@ class CancelButton(GenerationButton, template=r"fluxbot:cancel:(?P<id>[0-9]{1,20
     action = "cancel"
     refusal = "Only the member who asked for this image can cancel it."
 
-    def __init__(self, generation_id: int) -> None:
-        super().__init__(
-            generation_id, label="Cancel", emoji="❌", style=discord.ButtonStyle.danger
-        )
+    label = "Cancel"
+    emoji = "❌"
+    style = discord.ButtonStyle.danger
 
     async def press(
         self, bot: FluxBot, interaction: discord.Interaction, generation: Generation
