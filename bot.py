@@ -27,7 +27,7 @@ from services.worker import GenerationWorker
 
 log = logging.getLogger("fluxbot")
 
-EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.buttons")
+EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.buttons", "cogs.admin")
 RESUME_TOO_LATE = "The bot restarted and this job waited too long. Press Reroll to try again."
 
 
@@ -47,6 +47,11 @@ class FluxBot(commands.Bot):
             command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options
         )
         self.settings = settings
+        # Here as well as in configure_logging, so every way of starting a bot (tests too) keeps
+        # its secrets out of logs from before login on, for the life of the process.
+        log_redaction.install(
+            [settings.discord_token.get_secret_value(), settings.aimlapi_key.get_secret_value()]
+        )
         self.http_session: aiohttp.ClientSession | None = None
         self._resumed = False
         self._admission = asyncio.Lock()

@@ -15,8 +15,15 @@ from pydantic import ValidationError
 from cogs import render
 from cogs.errors import reply
 from services.generation import SEED_MAX, GenerationParameters, describe_invalid
-from services.images import ImageRejected, PreparedImage, check_attachment_meta, normalise_reference
+from services.images import (
+    ImageRejected,
+    PreparedImage,
+    check_attachment_meta,
+    fit_for_upload,
+    normalise_reference,
+)
 from services.jobs import QUEUED_FOR_RESTART, QueueRefused
+from services.safety import PromptBlocked, check_prompt, safety_checker_enabled
 from services.store import Generation, NewGeneration
 
 if TYPE_CHECKING:
@@ -61,6 +68,7 @@ class ImagineCog(commands.Cog):
             parameters = GenerationParameters(
                 prompt=prompt, **{k: v for k, v in options.items() if v is not None}
             )
+            parameters = await self._apply_policy(interaction, parameters)
             check_attachment_meta(
                 image.content_type, image.size, image.filename, max_bytes=MAX_REFERENCE_BYTES
             )
@@ -68,7 +76,7 @@ class ImagineCog(commands.Cog):
         except ValidationError as exc:
             await reply(interaction, describe_invalid(exc))
             return
-        except (ImageRejected, QueueRefused) as exc:
+        except (ImageRejected, QueueRefused, PromptBlocked) as exc:
             await reply(interaction, exc.user_message)
             return
 
@@ -100,6 +108,10 @@ class ImagineCog(commands.Cog):
     ) -> Generation:
         """After the card is up: the checks that need the bytes, the thread, then the queue."""
         reference = await self._prepare_reference(image)
+        if len(reference.data) > interaction.filesize_limit:
+            reference = await asyncio.to_thread(
+                fit_reference, reference, limit=interaction.filesize_limit
+            )
         thread_id = await self._results_thread(interaction, card, parameters.prompt)
         reference_url = await self._rehost(card, reference, parameters.prompt, interaction.user.id)
         new = NewGeneration.from_parameters(
@@ -112,9 +124,20 @@ class ImagineCog(commands.Cog):
             card_channel_id=card.channel.id,
             card_message_id=card.id,
             reference_url=reference_url,
+            upload_limit=interaction.filesize_limit,
         )
         generation, _ = await self.bot.enqueue(new)
         return generation
+
+    async def _apply_policy(
+        self, interaction: discord.Interaction, parameters: GenerationParameters
+    ) -> GenerationParameters:
+        """The guild's blocked terms, and the safety checker: on unless allowed off right here."""
+        guild_id = interaction.guild_id
+        settings = await self.bot.store.get_guild_settings(guild_id) if guild_id else None
+        check_prompt(parameters.prompt, settings)
+        checker = safety_checker_enabled(settings, channel_nsfw=is_nsfw(interaction.channel))
+        return parameters.model_copy(update={"safety_checker": checker})
 
     def _card(self, interaction: discord.Interaction, card_id: int) -> discord.PartialMessage:
         """The card as a message we edit with the bot token, not the 15-minute interaction one."""
@@ -127,7 +150,9 @@ class ImagineCog(commands.Cog):
             data = await image.read()
         except discord.HTTPException as exc:
             log.info("attachment %s: download failed (%s)", image.id, exc.status)
-            raise ImageRejected("I couldn't download your image. Attach it again.") from None
+            raise ImageRejected(
+                "I couldn't download your image. Attach it again.", reason="download_failed"
+            ) from None
         return await asyncio.to_thread(
             normalise_reference, data, max_megapixels=self.bot.settings.max_input_megapixels
         )
@@ -168,6 +193,24 @@ class ImagineCog(commands.Cog):
             )
             return None
         return thread.id
+
+
+def is_nsfw(channel: object) -> bool:
+    """Whether Discord marks the channel (or a thread's parent) NSFW; DMs and unknowns are not."""
+    check = getattr(channel, "is_nsfw", None)
+    return bool(check and check())
+
+
+def fit_reference(reference: PreparedImage, *, limit: int) -> PreparedImage:
+    """The reference re-encoded to fit the channel's upload limit, so it can live on the card."""
+    fitted = fit_for_upload(reference.data, limit=limit, stem="reference")
+    return PreparedImage(
+        data=fitted.data,
+        width=fitted.width,
+        height=fitted.height,
+        content_type=fitted.content_type,
+        filename=fitted.filename,
+    )
 
 
 async def setup(bot: FluxBot) -> None:

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 REFERENCE_STEM = "reference"
+TOO_LARGE_NOW = (
+    "Discord refused the file as too large for this channel (its upload limit is lower than "
+    "when you asked). Press Reroll to try again."
+)
 
 
 class DiscordPublisher:
@@ -44,6 +48,9 @@ class DiscordPublisher:
         return self._messageable(generation.thread_id or generation.channel_id, generation.guild_id)
 
     def upload_limit(self, generation: Generation) -> int:
+        """The limit the job's interaction reported; discord.py's guild only knows boost tiers."""
+        if generation.upload_limit:
+            return generation.upload_limit
         guild = self.bot.get_guild(generation.guild_id) if generation.guild_id else None
         return guild.filesize_limit if guild else DEFAULT_UPLOAD_LIMIT
 
@@ -180,7 +187,19 @@ class DiscordPublisher:
         ids = []
         for number, batch in enumerate(batches):
             extra = {"embed": embed, "view": view} if number == 0 else {}
-            message = await channel.send(files=batch, allowed_mentions=render.NO_MENTIONS, **extra)
+            try:
+                message = await channel.send(
+                    files=batch, allowed_mentions=render.NO_MENTIONS, **extra
+                )
+            except discord.HTTPException as exc:
+                if exc.status != 413:  # the limit shrank since the job began (a boost ended)
+                    raise
+                log.warning("generation %s: Discord refused the upload as too large", generation.id)
+                message = await channel.send(
+                    render.failure_text(TOO_LARGE_NOW),
+                    allowed_mentions=render.NO_MENTIONS,
+                    **({"view": view} if number == 0 else {}),
+                )
             ids.append(message.id)
         return ids
 
