@@ -21,6 +21,7 @@ from cogs import render
 from cogs.errors import UNEXPECTED, reply
 from services.generation import GenerationParameters, describe_invalid
 from services.jobs import QUEUED_FOR_RESTART, QueueRefused
+from services.safety import GuildSettings, PromptBlocked, check_prompt
 from services.store import Generation
 
 if TYPE_CHECKING:
@@ -33,11 +34,21 @@ MODAL_ID = re.compile(r"fluxbot:remix-modal:(?P<id>[0-9]{1,20}):[0-9a-f]{8}")
 GONE = "I can't find this image in my records any more. Start again with /imagine."
 
 
-def may_control(interaction: discord.Interaction, generation: Generation) -> bool:
-    """The member who asked, or a member who may manage messages here."""
+async def guild_settings(bot: FluxBot, interaction: discord.Interaction) -> GuildSettings | None:
+    return (
+        await bot.store.get_guild_settings(interaction.guild_id) if interaction.guild_id else None
+    )
+
+
+def may_control(
+    interaction: discord.Interaction, generation: Generation, *, open_to_all: bool = False
+) -> bool:
+    """The member who asked, a member who may manage messages here, or anyone if opened."""
     if interaction.user.id == generation.user_id:
         return True
-    return interaction.guild is not None and interaction.permissions.manage_messages
+    if interaction.guild is None:
+        return False
+    return open_to_all or interaction.permissions.manage_messages
 
 
 class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"):
@@ -49,6 +60,8 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
     label = ""
     emoji = ""
     style = discord.ButtonStyle.secondary
+    #: Whether the guild's "open rerolls" setting lets anyone press it (never for Cancel).
+    opens_with_guild = True
 
     def __init__(self, generation_id: int) -> None:
         super().__init__(
@@ -74,7 +87,9 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
         if self.generation is None:
             await reply(interaction, GONE)
             return False
-        if not may_control(interaction, self.generation):
+        settings = await guild_settings(bot, interaction) if self.opens_with_guild else None
+        open_to_all = bool(settings and settings.open_rerolls)
+        if not may_control(interaction, self.generation, open_to_all=open_to_all):
             await reply(interaction, self.refusal)
             return False
         return True
@@ -125,6 +140,7 @@ class RemixButton(GenerationButton, template=r"fluxbot:remix:(?P<id>[0-9]{1,20})
 
 class CancelButton(GenerationButton, template=r"fluxbot:cancel:(?P<id>[0-9]{1,20})"):
     action = "cancel"
+    opens_with_guild = False
     refusal = "Only the member who asked for this image can cancel it."
 
     label = "Cancel"
@@ -280,13 +296,20 @@ class ButtonsCog(commands.Cog):
         if source is None:
             await reply(interaction, GONE)
             return
-        if not may_control(interaction, source):
+        settings = await guild_settings(self.bot, interaction)
+        if not may_control(
+            interaction, source, open_to_all=bool(settings and settings.open_rerolls)
+        ):
             await reply(interaction, GenerationButton.refusal)
             return
         try:
             parameters = parse_remix(
                 modal_values(list((interaction.data or {}).get("components", []))), source
             )
+            check_prompt(parameters.prompt, settings)
+        except PromptBlocked as exc:
+            await reply(interaction, exc.user_message)
+            return
         except ValueError as exc:
             await reply(interaction, f"{exc} Press Remix to try again.")
             return

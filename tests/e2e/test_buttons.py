@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.safety import GuildSettings
 from tests.e2e.conftest import World
 
 
@@ -163,3 +164,33 @@ async def test_a_remix_form_opened_before_a_restart_still_works_after_it(world: 
 
     assert second["attachments"]
     assert world.api.requests[1]["prompt"] == "after the restart"
+
+
+async def test_a_guild_that_opened_rerolls_lets_any_member_reroll(world: World):
+    card_id, result = await first_result(world)
+    assert world.bot is not None
+    await world.bot.store.save_guild_settings(
+        GuildSettings(guild_id=world.guild, open_rerolls=True), updated_by=world.moderator
+    )
+    reroll = await press(world, result, "reroll", user=world.bob)
+    await reroll.response()
+    second = await world.result_in(card_id, after=int(result["id"]))
+
+    assert "On it" in reroll.followups[0]["content"]
+    assert second["attachments"]
+
+
+async def test_a_remix_prompt_is_checked_against_the_guilds_blocked_words(world: World):
+    _, result = await first_result(world)
+    assert world.bot is not None
+    await world.bot.store.save_guild_settings(
+        GuildSettings(guild_id=world.guild, blocked_terms=("gore",)), updated_by=world.moderator
+    )
+    opened = await press(world, result, "remix")
+    await opened.response()
+    submitted = await world.discord.submit_modal(opened, {"prompt": "lots of GORE please"})
+    response = await submitted.response()
+
+    assert submitted.ephemeral
+    assert "doesn't allow prompts with “gore”" in response["data"]["content"]
+    assert world.api.calls == 1
