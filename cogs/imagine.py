@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from cogs import render
 from cogs.errors import reply
+from cogs.render import is_nsfw
 from services.generation import SEED_MAX, GenerationParameters, describe_invalid
 from services.images import (
     ImageRejected,
@@ -193,12 +194,6 @@ class ImagineCog(commands.Cog):
             )
             return None
         return thread.id
-
-
-def is_nsfw(channel: object) -> bool:
-    """Whether Discord marks the channel (or a thread's parent) NSFW; DMs and unknowns are not."""
-    check = getattr(channel, "is_nsfw", None)
-    return bool(check and check())
 
 
 def fit_reference(reference: PreparedImage, *, limit: int) -> PreparedImage:

@@ -15,6 +15,7 @@ import discord
 
 from cogs import render
 from cogs.buttons import card_view, result_view
+from cogs.render import is_nsfw
 from services.card_updates import CardUpdater
 from services.generation import GenerationResult
 from services.images import EncodedFile, ImageRejected, fit_for_upload
@@ -59,8 +60,7 @@ class DiscordPublisher:
         channel = self.bot.get_channel(generation.thread_id or generation.channel_id)
         if channel is None and generation.thread_id:
             channel = self.bot.get_channel(generation.channel_id)
-        is_nsfw = getattr(channel, "is_nsfw", None)
-        return bool(is_nsfw and is_nsfw())
+        return is_nsfw(channel)
 
     # -- cards ----------------------------------------------------------------------------
 

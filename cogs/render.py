@@ -19,6 +19,12 @@ PROMPT_DISPLAY_MAX = 4000
 ELLIPSIS = "…"
 
 
+def is_nsfw(channel: object) -> bool:
+    """Whether Discord marks the channel (or a thread's parent) NSFW; DMs and unknowns are not."""
+    check = getattr(channel, "is_nsfw", None)
+    return bool(check and check())
+
+
 def shorten(text: str, limit: int) -> str:
     """Cut ``text`` to ``limit`` characters, marking the cut, never leaving a dangling escape."""
     if len(text) <= limit:
