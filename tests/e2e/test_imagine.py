@@ -121,7 +121,7 @@ async def test_a_file_that_lies_about_being_a_picture_turns_the_card_into_a_plai
 
 
 async def test_a_member_over_the_per_user_cap_is_told_privately(world: World):
-    await world.restart_bot(max_queued_per_user=1)
+    await world.restart_bot(max_queued_per_user=1, shutdown_grace_seconds=0)
     world.api.latency = 30  # the first job stays in flight
     first = await world.imagine("first")
     await first.response()
