@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import random
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -55,6 +56,7 @@ DEFAULT_MESSAGES = {
     504: "Generation timed out",
 }
 
+_SEED = web.ResponseKey("fake_seed", int)
 ResponseShape = Literal["images", "data", "data_b64"]
 NsfwRule = bool | Callable[[dict[str, Any], int], bool]
 
@@ -69,6 +71,17 @@ class ReceivedRequest(dict[str, Any]):
         super().__init__(body)
         self.authorization: Literal["present", "absent"] = "present" if authorization else "absent"
         self.valid_json = valid_json
+
+
+@dataclass
+class CallTiming:
+    """When one generation call arrived and was answered (``time.monotonic()``), for benchmarks."""
+
+    received_at: float
+    answered_at: float = 0.0
+    status: int = 0
+    seed: int | None = None
+    prompt: str | None = None
 
 
 @dataclass
@@ -114,6 +127,8 @@ class FakeAimlApi:
         #: Serve files with chunked encoding (no Content-Length), to exercise streamed size caps.
         self.chunked_files = False
         self.requests: list[ReceivedRequest] = []
+        #: One record per generation call, in arrival order (``requests`` holds the bodies).
+        self.timings: list[CallTiming] = []
         self.calls = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -201,7 +216,18 @@ class FakeAimlApi:
     # ------------------------------------------------------------------ handlers
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
+        timing = CallTiming(received_at=time.monotonic())
+        self.timings.append(timing)
         body = await self._record(request)
+        timing.prompt = (body or {}).get("prompt")
+        response = await self._answer(request, body)
+        timing.answered_at, timing.status = time.monotonic(), response.status
+        timing.seed = response.get(_SEED)
+        return response
+
+    async def _answer(
+        self, request: web.Request, body: dict[str, Any] | None
+    ) -> web.StreamResponse:
         if self.max_concurrency is not None and self.in_flight >= self.max_concurrency:
             return _error(429, "Too many concurrent requests for this API key")
         self.in_flight += 1
@@ -276,7 +302,13 @@ class FakeAimlApi:
                     raise _Rejected(
                         400, f"Could not fetch the image from image_url (HTTP {resp.status})"
                     )
-                data = await resp.content.read(REFERENCE_MAX_BYTES + 1)
+                # read(n) returns what has arrived, up to n: read until the end (or the cap).
+                data = b""
+                while len(data) <= REFERENCE_MAX_BYTES:
+                    chunk = await resp.content.read(REFERENCE_MAX_BYTES + 1 - len(data))
+                    if not chunk:
+                        break
+                    data += chunk
         except (aiohttp.ClientError, TimeoutError):
             raise _Rejected(400, "Could not fetch the image from image_url") from None
         if len(data) > REFERENCE_MAX_BYTES:
@@ -300,7 +332,9 @@ class FakeAimlApi:
         if self.response_shape == "data_b64":
             data = [{"b64_json": base64.b64encode(png).decode()} for png in pngs]
             payload: dict[str, Any] = {"data": data, "meta": {}}
-            return web.json_response(payload, status=self.success_status)
+            response = web.json_response(payload, status=self.success_status)
+            response[_SEED] = seed
+            return response
         urls = [self._host_result(png, broken) for png in pngs]
         if self.response_shape == "data":
             payload = {"data": [{"url": url} for url in urls], "meta": {}}
@@ -315,7 +349,9 @@ class FakeAimlApi:
                 "has_nsfw_concepts": flags,
                 "prompt": params["prompt"],
             }
-        return web.json_response(payload, status=self.success_status)
+        response = web.json_response(payload, status=self.success_status)
+        response[_SEED] = seed
+        return response
 
     def _is_nsfw(self, params: dict[str, Any], index: int) -> bool:
         return self.nsfw(params, index) if callable(self.nsfw) else bool(self.nsfw)

@@ -64,6 +64,7 @@ __all__ = [
     "FakeDiscord",
     "FakeInteraction",
     "FakeRequest",
+    "RequestObserver",
     "rules",
 ]
 
@@ -85,6 +86,12 @@ class FakeRequest:
     files: list[tuple[str, int]]
     time: float
     status: int = 0
+    #: ``time.monotonic()`` when the fake finished handling it (benchmarks time against it).
+    done_at: float = 0.0
+
+
+#: Called with each REST request and its response once handled; benchmarks observe through it.
+RequestObserver = Callable[[FakeRequest, web.StreamResponse], None]
 
 
 @dataclass
@@ -146,6 +153,7 @@ class FakeDiscord(InteractionsMixin):
         self.requests: list[FakeRequest] = []
         self.rejections: list[dict[str, Any]] = []
         self.rate_limited: list[FakeRequest] = []
+        self.observers: list[RequestObserver] = []
         self.commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}
         self.guilds: dict[int, dict[str, Any]] = {}
@@ -1114,7 +1122,10 @@ class FakeDiscord(InteractionsMixin):
             self.rejections.append({"status": 400, "request": entry, **body})
             response = self._json(body, 400)
         entry.status = response.status
+        entry.done_at = time.monotonic()
         response.headers.update(headers)
+        for observer in self.observers:
+            observer(entry, response)
         self._notify()
         return response
 

@@ -1,0 +1,348 @@
+"""The benchmark's phases: a burst (latency), a full queue (throughput) and a long run (leaks).
+
+Each phase gets fresh fakes, a fresh database and a fresh bot process, so one phase's state
+cannot colour the next one's figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.harness import BotProcess, LoopLag, Result, Server, own_cpu_seconds
+
+
+@dataclass
+class Options:
+    commands: int = 200
+    members: int = 50
+    rerolls: int = 50
+    channels: int = 1
+    latency: float = 2.5
+    width: int = 1024
+    height: int = 768
+    burst_concurrency: int = 64
+    bucket_limit: int = 5
+    bucket_window: float = 0.5
+    fast_latency: float = 0.1
+    queue_latency: float = 1.0
+    fast_concurrency: int = 32
+    fast_bucket_limit: int = 1000
+    queued: int = 500
+    leak_first: int = 200
+    leak_total: int = 2000
+    database_url: str | None = None
+    log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fluxbot-bench-")))
+
+
+@dataclass
+class Figures:
+    """What one phase measured; units in the names (seconds unless ``_mb``)."""
+
+    name: str
+    settings: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile (nearest rank) of ``values``; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def bot_settings(opts: Options, server: Server, *, concurrency: int, db: Path) -> dict[str, Any]:
+    megapixels = max(1.0, math.ceil(opts.width * opts.height / 100_000) / 10)
+    return {
+        "aimlapi_base_url": server.api.base_url,
+        "database_url": opts.database_url or f"sqlite:///{db}",
+        "max_concurrent_jobs": concurrency,
+        "max_queued_per_user": 100,
+        "max_input_megapixels": megapixels,
+        "shutdown_grace_seconds": 5,
+        "log_level": "INFO",
+    }
+
+
+@asynccontextmanager
+async def world(
+    opts: Options, name: str, *, latency: float, concurrency: int, bucket_limit: int
+) -> AsyncIterator[tuple[Server, BotProcess]]:
+    async with Server.running(
+        latency=latency,
+        members=opts.members,
+        channels=opts.channels,
+        width=opts.width,
+        height=opts.height,
+        bucket_limit=bucket_limit,
+        bucket_window=opts.bucket_window,
+    ) as server:
+        db = opts.log_dir / f"{name}.sqlite3"
+        settings = bot_settings(opts, server, concurrency=concurrency, db=db)
+        log = opts.log_dir / f"{name}.log"
+        async with BotProcess.running(server.discord.port, settings, log) as bot:
+            yield server, bot
+
+
+class Rerolls:
+    """Presses Reroll on new results: at most ``per_member`` each, ``budget`` in all."""
+
+    def __init__(self, server: Server, budget: int, per_member: int = 1) -> None:
+        self.server, self.budget, self.per_member = server, budget, per_member
+        self.pressed: dict[int, int] = {}
+        self.seen = len(server.observed.results)
+        self.clicks: list[Any] = []
+
+    async def run(self) -> None:
+        observed = self.server.observed
+        while len(self.clicks) < self.budget:
+            await observed.changed.wait()
+            new: list[Result] = observed.results[self.seen :]
+            self.seen += len(new)
+            for result in new:
+                user = result.user_id or 0
+                if (
+                    not result.failed
+                    and result.generation_id is not None
+                    and self.pressed.get(user, 0) < self.per_member
+                    and len(self.clicks) < self.budget
+                ):
+                    self.pressed[user] = self.pressed.get(user, 0) + 1
+                    self.clicks.append(await self.server.reroll(result))
+            await asyncio.sleep(0)
+
+
+async def fire(
+    server: Server,
+    first: int,
+    commands: int,
+    rerolls: int,
+    *,
+    timeout: float,  # noqa: ASYNC109
+    per_member: int = 1,
+) -> tuple[list[Any], list[Any], bool]:
+    """Send ``commands`` /imagine in one burst, reroll as results come; wait for all results."""
+    expected = len(server.observed.results) + commands + rerolls
+    presser = Rerolls(server, rerolls, per_member)
+    task = asyncio.create_task(presser.run())
+    sent = [await server.imagine(first + n) for n in range(commands)]
+    complete = await server.observed.wait_results(expected, timeout)
+    task.cancel()
+    return sent, presser.clicks, complete
+
+
+def ack_figures(commands: list[Any], clicks: list[Any]) -> dict[str, Any]:
+    acks = [i.ack_latency for i in commands + clicks if i.ack_latency is not None]
+    command_acks = [i.ack_latency for i in commands if i.ack_latency is not None]
+    click_acks = [i.ack_latency for i in clicks if i.ack_latency is not None]
+    return {
+        "ack_p50": pct(acks, 0.5),
+        "ack_p99": pct(acks, 0.99),
+        "ack_max": max(acks, default=math.nan),
+        "ack_command_p99": pct(command_acks, 0.99),
+        "ack_click_p99": pct(click_acks, 0.99),
+        "unanswered": len(commands) + len(clicks) - len(acks),
+    }
+
+
+def overhead_figures(server: Server, results: list[Result]) -> dict[str, Any]:
+    """API answer -> result accepted by Discord, matched by seed (random, so unique)."""
+    answered = {t.seed: t.answered_at for t in server.api.timings if t.seed is not None}
+    overheads = [r.done_at - answered[r.seed] for r in results if r.seed in answered]
+    intake = [
+        server.observed.rehosted_at[i.original_message_id] - server.sent_at[i.id]
+        for i in server.interactions
+        if i.original_message_id in server.observed.rehosted_at and i.id in server.sent_at
+    ]
+    return {
+        "overhead_p50": pct(overheads, 0.5),
+        "overhead_p99": pct(overheads, 0.99),
+        "overhead_n": len(overheads),
+        "intake_p50": pct(intake, 0.5),
+        "intake_p99": pct(intake, 0.99),
+    }
+
+
+def discord_figures(server: Server) -> dict[str, Any]:
+    rejections = server.discord.rejections
+    return {
+        "discord_429": sum(1 for r in rejections if r.get("status") == 429),
+        "discord_other_4xx": sum(1 for r in rejections if r.get("status") != 429),
+        "failed": sum(1 for r in server.observed.results if r.failed),
+    }
+
+
+async def burst(opts: Options, label: str = "A") -> Figures:
+    """N commands from M members at once at the real API latency: acks, overhead, peak RSS."""
+    figures = Figures(
+        label,
+        f"{opts.commands} /imagine from {opts.members} members in one burst "
+        f"+ {opts.rerolls} rerolls, {opts.channels} channel(s); API latency {opts.latency:g} s; "
+        f"{opts.width}×{opts.height} PNG (~{_mb(_png_size(opts))} MB); "
+        f"MAX_CONCURRENT_JOBS={opts.burst_concurrency}; Discord per-route limit "
+        f"{opts.bucket_limit}/{opts.bucket_window:g} s",
+    )
+    async with world(
+        opts,
+        f"{label}-burst",
+        latency=opts.latency,
+        concurrency=opts.burst_concurrency,
+        bucket_limit=opts.bucket_limit,
+    ) as (server, bot):
+        await bot.ask("reset")
+        cpu = bot.cpu_seconds()
+        with LoopLag() as fakes_lag:
+            started = time.monotonic()
+            commands, clicks, complete = await fire(
+                server, 0, opts.commands, opts.rerolls, timeout=120 + 2 * opts.latency
+            )
+            elapsed = time.monotonic() - started
+        stats = await bot.ask("stats")
+        jobs = len(server.observed.results)
+        figures.values.update(
+            ack_figures(commands, clicks),
+            **overhead_figures(server, server.observed.results),
+            **discord_figures(server),
+            complete=complete,
+            jobs=jobs,
+            elapsed=elapsed,
+            lag_max=stats["lag_max"],
+            lag_p99=stats["lag_p99"],
+            peak_rss_mb=stats["VmHWM"] / 1024,
+            ready_rss_mb=bot.ready_rss_mb,
+            in_system_max=stats["in_system_max"],
+            bot_cpu_per_job=(bot.cpu_seconds() - cpu) / max(1, jobs),
+            fakes_lag_max=fakes_lag.worst,
+        )
+    return figures
+
+
+async def throughput(opts: Options, label: str = "B") -> Figures:
+    """Fill the queue behind a closed API, then open it: jobs per second against the ideal."""
+    figures = Figures(
+        label,
+        f"{opts.queued} jobs queued ({opts.members} members) before the API answers; "
+        f"API latency {opts.queue_latency:g} s; MAX_CONCURRENT_JOBS={opts.fast_concurrency}; "
+        f"Discord per-route limit raised to {opts.fast_bucket_limit}/{opts.bucket_window:g} s",
+    )
+    async with world(
+        opts,
+        f"{label}-throughput",
+        latency=opts.queue_latency,
+        concurrency=opts.fast_concurrency,
+        bucket_limit=opts.fast_bucket_limit,
+    ) as (server, bot):
+        server.api.gate.clear()
+        # In batches of 50, each answered before the next: one 500-command burst makes most
+        # interactions miss Discord's 3 s deadline (phase A measures bursts).
+        for first in range(0, opts.queued, 50):
+            batch = [await server.imagine(n) for n in range(first, min(first + 50, opts.queued))]
+            await asyncio.gather(*(i.response(timeout=10) for i in batch), return_exceptions=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            stats = await bot.ask("stats")
+            in_bot = stats["waiting"] + stats["running"] + len(server.observed.results)
+            if in_bot >= opts.queued:
+                break
+            await asyncio.sleep(0.1)
+        filled = time.monotonic()
+        await bot.ask("reset")
+        cpu, fakes_cpu = bot.cpu_seconds(), own_cpu_seconds()
+        with LoopLag() as fakes_lag:
+            opened = time.monotonic()
+            server.api.gate.set()
+            complete = await server.observed.wait_results(opts.queued, timeout=120)
+        results = server.observed.results
+        finished = max((r.done_at for r in results), default=opened)
+        stats = await bot.ask("stats")
+        rate = len(results) / (finished - opened) if finished > opened else math.nan
+        ideal = opts.fast_concurrency / opts.queue_latency
+        served = [
+            t.answered_at - max(t.received_at, opened) for t in server.api.timings if t.answered_at
+        ]
+        figures.values.update(
+            **overhead_figures(server, results),
+            **discord_figures(server),
+            complete=complete,
+            jobs=len(results),
+            intake_seconds=filled - min(server.sent_at.values()),
+            throughput=rate,
+            ideal=ideal,
+            ratio=rate / ideal,
+            api_call_mean=statistics.fmean(served) if served else math.nan,
+            lag_max=stats["lag_max"],
+            peak_rss_mb=stats["VmHWM"] / 1024,
+            in_system_max=stats["in_system_max"],
+            bot_cpu_per_job=(bot.cpu_seconds() - cpu) / max(1, len(results)),
+            fakes_cpu_per_job=(own_cpu_seconds() - fakes_cpu) / max(1, len(results)),
+            fakes_lag_max=fakes_lag.worst,
+        )
+    return figures
+
+
+async def leak(opts: Options, label: str = "C") -> Figures:
+    """Many jobs in waves; RSS (after a GC) once the first wave is done and at the end."""
+    wave = opts.leak_first
+    commands = min(opts.members, wave // 2)
+    rerolls = wave - commands
+    figures = Figures(
+        label,
+        f"{opts.leak_total} jobs in waves of {wave} ({commands} /imagine, one per member, + "
+        f"{rerolls} rerolls pressed as results land); API latency {opts.fast_latency:g} s; "
+        f"MAX_CONCURRENT_JOBS={opts.fast_concurrency}; Discord per-route limit raised to "
+        f"{opts.fast_bucket_limit}/{opts.bucket_window:g} s",
+    )
+    async with world(
+        opts,
+        f"{label}-leak",
+        latency=opts.fast_latency,
+        concurrency=opts.fast_concurrency,
+        bucket_limit=opts.fast_bucket_limit,
+    ) as (server, bot):
+        await bot.ask("reset")
+        rss: dict[int, float] = {}
+        done, sent, started, complete = 0, 0, time.monotonic(), True
+        while done < opts.leak_total:
+            presses = min(wave, opts.leak_total - done) - commands
+            _, _, ok = await fire(server, sent, commands, presses, timeout=120, per_member=wave)
+            complete = complete and ok
+            sent += commands
+            done = len(server.observed.results)
+            if not rss:
+                rss[done] = (await bot.ask("settle"))["VmRSS"] / 1024
+        stats = await bot.ask("settle")
+        rss[done] = stats["VmRSS"] / 1024
+        (first, first_rss), (last, last_rss) = min(rss.items()), max(rss.items())
+        figures.values.update(
+            **discord_figures(server),
+            complete=complete,
+            jobs=done,
+            elapsed=time.monotonic() - started,
+            rss_first_jobs=first,
+            rss_first_mb=first_rss,
+            rss_last_jobs=last,
+            rss_last_mb=last_rss,
+            rss_growth=last_rss / first_rss - 1,
+            peak_rss_mb=stats["VmHWM"] / 1024,
+            lag_max=stats["lag_max"],
+        )
+    return figures
+
+
+def _png_size(opts: Options) -> int:
+    from bench.harness import photo_png
+
+    return len(photo_png(opts.width, opts.height))
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f}"
