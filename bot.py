@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
+import os
 import signal
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import discord
@@ -26,6 +30,10 @@ from services.store import Generation, NewGeneration, Store
 from services.worker import GenerationWorker
 
 log = logging.getLogger("fluxbot")
+T = TypeVar("T")
+#: Commands whose image work (download, decode, re-host) runs at once; a burst waits its turn
+#: after its card is up, so answering interactions never competes with a pile of image work.
+INTAKE_CONCURRENCY = 4
 
 EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.buttons", "cogs.admin")
 RESUME_TOO_LATE = "The bot restarted and this job waited too long. Press Reroll to try again."
@@ -55,6 +63,9 @@ class FluxBot(commands.Bot):
         self.http_session: aiohttp.ClientSession | None = None
         self._resumed = False
         self._admission = asyncio.Lock()
+        self.intake = asyncio.Semaphore(INTAKE_CONCURRENCY)
+        # Pillow work: one thread per core, so a burst can't starve the event loop of CPU.
+        self._image_pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="images")
         self._shutdown: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
@@ -143,6 +154,11 @@ class FluxBot(commands.Bot):
         self._show_on_card(generation)
         return generation, ahead
 
+    async def image_work(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a CPU-bound Pillow call off the event loop, on the bounded image pool."""
+        call = functools.partial(function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._image_pool, call)
+
     def _show_on_card(self, generation: Generation) -> None:
         if generation.card_message_id is not None:
             self.publisher.cards.request(generation.card_message_id)
@@ -206,6 +222,7 @@ class FluxBot(commands.Bot):
                 log.info("%d waiting generations kept for the next start", len(waiting))
             await self.publisher.cards.flush()
         await super().close()
+        self._image_pool.shutdown(wait=False, cancel_futures=True)
         if self.http_session is not None:
             await self.http_session.close()
         if hasattr(self, "store"):

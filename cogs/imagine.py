@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from typing import TYPE_CHECKING
@@ -90,7 +89,8 @@ class ImagineCog(commands.Cog):
             return
         card = self._card(interaction, callback.message_id)
         try:
-            generation = await self._start(interaction, card, parameters, image)
+            async with self.bot.intake:
+                generation = await self._start(interaction, card, parameters, image)
         except (ImageRejected, QueueRefused) as exc:
             user_id = interaction.user.id
             embed = render.rejected_card_embed(parameters.prompt, user_id, exc.user_message)
@@ -110,7 +110,7 @@ class ImagineCog(commands.Cog):
         """After the card is up: the checks that need the bytes, the thread, then the queue."""
         reference = await self._prepare_reference(image)
         if len(reference.data) > interaction.filesize_limit:
-            reference = await asyncio.to_thread(
+            reference = await self.bot.image_work(
                 fit_reference, reference, limit=interaction.filesize_limit
             )
         thread_id = await self._results_thread(interaction, card, parameters.prompt)
@@ -154,7 +154,7 @@ class ImagineCog(commands.Cog):
             raise ImageRejected(
                 "I couldn't download your image. Attach it again.", reason="download_failed"
             ) from None
-        return await asyncio.to_thread(
+        return await self.bot.image_work(
             normalise_reference, data, max_megapixels=self.bot.settings.max_input_megapixels
         )
 

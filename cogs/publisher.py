@@ -6,7 +6,6 @@ message goes to the thread or channel through the channel endpoints.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from typing import TYPE_CHECKING
@@ -121,7 +120,7 @@ class DiscordPublisher:
         files: list[discord.File] = []
         for index, (data, flagged) in enumerate(shown, start=1):
             try:
-                encoded = await asyncio.to_thread(
+                encoded = await self.bot.image_work(
                     fit_for_upload, data, limit=limit, stem=f"fluxbot-{generation.id}-{index}"
                 )
             except ImageRejected as exc:

@@ -521,6 +521,8 @@ class Store:
         self._engine = engine
         self._writer = engine.execution_options(**_IMMEDIATE)
         self._clock = clock
+        # Read before every command's answer; only this process writes them, so cache them.
+        self._guild_settings: dict[int, GuildSettings] = {}
         # SQLite has one writer at a time and its busy handler polls with sleeps of up to 100 ms;
         # queueing our own writers here is fairer and faster. Other processes still get the
         # busy timeout. PostgreSQL needs no such thing.
@@ -790,6 +792,13 @@ class Store:
 
     async def get_guild_settings(self, guild_id: int) -> GuildSettings:
         """A guild's settings; the safe defaults when its admins never changed any."""
+        if (cached := self._guild_settings.get(guild_id)) is not None:
+            return cached
+        settings = await self._read_guild_settings(guild_id)
+        self._guild_settings[guild_id] = settings
+        return settings
+
+    async def _read_guild_settings(self, guild_id: int) -> GuildSettings:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -825,6 +834,7 @@ class Store:
         )
         async with self._write() as conn:
             await conn.execute(statement)
+        self._guild_settings[settings.guild_id] = settings
         return settings
 
     # ----------------------------------------------------------------------- meta

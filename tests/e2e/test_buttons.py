@@ -47,6 +47,11 @@ async def test_reroll_posts_a_new_seed_with_the_same_prompt_in_the_same_thread(w
     assert reroll.followups and reroll.followups[0]["flags"] & 64  # a private "on it"
     await world.card_status(card_id, "✅ Done")
     assert world.discord.rejections == []
+    assert world.bot is not None
+    # Only dynamic items are sent, so discord.py keeps nothing per message (no leak over months).
+    views = world.bot._connection._view_store  # no public view of per-message views
+    assert not any(views.is_message_tracked(int(m["id"])) for m in (result, second))
+    assert not set(views._views) & {int(result["id"]), int(second["id"])}
 
 
 async def test_remix_keeping_the_seed_changes_only_the_prompt(world: World):

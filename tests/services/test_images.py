@@ -183,15 +183,34 @@ def test_pillow_globals_are_left_alone() -> None:
 # --- normalising a reference ---------------------------------------------------------------------
 
 
-def test_reference_is_a_png_with_its_size() -> None:
+def test_a_photo_reference_stays_a_jpeg_with_its_size() -> None:
     prepared = normalise_reference(fx.jpeg(320, 240))
     assert isinstance(prepared, PreparedImage)
-    assert (prepared.content_type, prepared.filename) == ("image/png", "reference.png")
-    assert sniff_image_type(prepared.data) == "image/png"
+    assert (prepared.content_type, prepared.filename) == ("image/jpeg", "reference.jpg")
+    assert sniff_image_type(prepared.data) == "image/jpeg"
     assert decode(prepared.data).size == (prepared.width, prepared.height) == (320, 240)
     assert decode(prepared.data).mode == "RGB"
     with pytest.raises(AttributeError):
         prepared.width = 1  # type: ignore[misc]
+
+
+def test_a_plain_png_that_needs_no_change_is_reused_byte_for_byte() -> None:
+    original = fx.png(320, 240)
+    prepared = normalise_reference(original)
+    assert prepared.data == original
+    assert (prepared.content_type, prepared.filename) == ("image/png", "reference.png")
+
+
+def test_metadata_is_never_re_hosted() -> None:
+    image = Image.new("RGB", (320, 240), "teal")
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N"}  # GPSInfo: where the picture was taken
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", exif=exif)
+    for original in (buffer.getvalue(), fx.jpeg_with_exif_orientation(32, 16, orientation=1)):
+        prepared = normalise_reference(original)
+        assert prepared.data != original
+        assert not decode(prepared.data).getexif()
 
 
 def test_exif_orientation_is_applied() -> None:
