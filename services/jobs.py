@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import random
@@ -45,6 +46,18 @@ class Job:
     #: Its member's turn when it started, and the one before, given back if the API turns it away.
     turn: int = field(default=0, init=False)
     served_before: int = field(default=0, init=False)
+    #: Set by the queue when the job starts: call it once the API has answered.
+    _release: Callable[[], None] | None = field(default=None, init=False, repr=False)
+
+    def api_call_done(self) -> None:
+        """Free this job's API slot: what is left (download, posting) needs no API capacity.
+
+        Holding the slot through delivery would leave the account's concurrency idle while
+        Discord uploads run, costing throughput for nothing.
+        """
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()
 
 
 class QueueRefused(Exception):
@@ -97,6 +110,8 @@ class JobQueue:
         self._jitter = jitter
         self._waiting: dict[int, deque[Job]] = {}
         self._running: dict[int, Job] = {}
+        #: Jobs holding an API slot (started and not yet answered); a subset of ``_running``.
+        self._calling: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_served: dict[int, int] = {}
         self._seq = itertools.count(1)
@@ -298,7 +313,13 @@ class JobQueue:
     def _pump(self) -> None:
         if self._clock() < self._resume_at:
             return  # backing off; ``_wake_up`` pumps again when the pause is over
-        while not self._paused and self._waiting and len(self._running) < self._limit:
+        while (
+            not self._paused
+            and self._waiting
+            and len(self._calling) < self._limit
+            # Delivery is bounded too, so a slow Discord can't pile up results in memory.
+            and len(self._running) < 2 * self.max_concurrent
+        ):
             job = self._next_job(self._last_served, self._waiting)
             jobs = self._waiting[job.user_id]
             jobs.popleft()
@@ -308,8 +329,15 @@ class JobQueue:
             self._last_served[job.user_id] = job.turn = next(self._served)
             job.epoch = self._epoch
             self._running[job.generation_id] = job
+            self._calling.add(job.generation_id)
+            job._release = functools.partial(self._call_done, job)
             task = asyncio.create_task(self._run(job), name=f"generation-{job.generation_id}")
             self._tasks.add(task)
+
+    def _call_done(self, job: Job) -> None:
+        self._calling.discard(job.generation_id)
+        self._succeeded(job)
+        self._pump()
 
     async def _run(self, job: Job) -> None:
         try:
@@ -317,13 +345,17 @@ class JobQueue:
         except asyncio.CancelledError:
             raise
         except RateLimited as exc:
+            job._release = None
+            self._calling.discard(job.generation_id)
             self._running.pop(job.generation_id, None)
             self._rate_limited(job, exc)
         except Exception:
             log.exception("generation %s: runner failed", job.generation_id)
         else:
-            self._succeeded(job)
+            job.api_call_done()  # a runner that did not report: its return is the answer
         finally:
+            job._release = None  # a runner that failed still frees its slot here
+            self._calling.discard(job.generation_id)
             self._running.pop(job.generation_id, None)
             task = asyncio.current_task()
             if task is not None:

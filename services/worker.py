@@ -81,6 +81,7 @@ class GenerationWorker:
             request = GenerationRequest(parameters=generation.parameters, image_url=image_url)
             # 429s are the queue's business: it slows down as a whole (DESIGN §7).
             result = await self._api.generate(request, retry_rate_limited=False)
+            job.api_call_done()
             images = [await self._download(image) for image in result.images]
             # Stored before posting: a Remix pressed the moment the result appears shows it.
             await self._store.update_generation(generation.id, seed=result.seed)

@@ -343,3 +343,24 @@ async def test_a_job_rate_limited_during_shutdown_is_left_for_the_restart(runner
 
     assert waiting == [] and interrupted == []  # the runner stored it as waiting already
     assert runner.started == [1]
+
+
+async def test_the_api_slot_frees_when_the_call_answers_not_when_delivery_ends(make_queue):
+    second_started = asyncio.Event()
+    finish_delivery = asyncio.Event()
+
+    async def runner(job: Job) -> None:
+        job.api_call_done()  # the API answered; posting the result is still to do
+        if job.generation_id == 1:
+            await finish_delivery.wait()
+        else:
+            second_started.set()
+
+    queue = make_queue(runner, concurrent=1)
+    queue.submit(Job(1, user_id=1))
+    queue.submit(Job(2, user_id=2))
+    await asyncio.wait_for(second_started.wait(), 5)  # started while job 1 still delivers
+
+    assert queue.is_running(1)
+    finish_delivery.set()
+    await asyncio.wait_for(queue.wait_idle(), 5)
