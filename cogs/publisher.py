@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -117,7 +117,7 @@ class DiscordPublisher:
         ]
         withheld = len(images) - len(shown)
         limit = self.upload_limit(generation)
-        files: list[discord.File] = []
+        files: list[tuple[EncodedFile, bool]] = []
         for index, (data, flagged) in enumerate(shown, start=1):
             try:
                 encoded = await self.bot.image_work(
@@ -127,7 +127,7 @@ class DiscordPublisher:
                 log.warning("generation %s: image %s not uploadable", generation.id, index)
                 await self._send_text(generation, render.failure_text(exc.user_message))
                 continue
-            files.append(self._file(encoded, spoiler=flagged))
+            files.append((encoded, flagged))
         message_ids = await self._send_results(generation, result, files, limit)
         if withheld:
             notice = (
@@ -154,50 +154,67 @@ class DiscordPublisher:
             self.cards.request(generation.card_message_id)
 
     @staticmethod
-    def _file(encoded: EncodedFile, *, spoiler: bool) -> discord.File:
-        return discord.File(io.BytesIO(encoded.data), filename=encoded.filename, spoiler=spoiler)
+    def _files(encoded: list[tuple[EncodedFile, bool]]) -> list[discord.File]:
+        """Fresh File objects: discord.py closes them after a send, so a retry needs new ones."""
+        return [
+            discord.File(io.BytesIO(e.data), filename=e.filename, spoiler=flagged)
+            for e, flagged in encoded
+        ]
+
+    async def _send(
+        self, generation: Generation, encoded: list[tuple[EncodedFile, bool]], **fields: Any
+    ) -> discord.Message:
+        """Post in the results thread; if a moderator deleted it, in the card's channel instead."""
+        fields["allowed_mentions"] = render.NO_MENTIONS
+        try:
+            return await self.results_channel(generation).send(files=self._files(encoded), **fields)
+        except (discord.NotFound, discord.Forbidden) as exc:
+            if not generation.thread_id or generation.thread_id == generation.channel_id:
+                raise
+            log.warning(
+                "generation %s: thread %s unusable (%s %s); posting in its channel",
+                generation.id,
+                generation.thread_id,
+                exc.status,
+                exc.code,
+            )
+            channel = self._messageable(generation.channel_id, generation.guild_id)
+            return await channel.send(files=self._files(encoded), **fields)
 
     async def _send_results(
         self,
         generation: Generation,
         result: GenerationResult,
-        files: list[discord.File],
+        encoded: list[tuple[EncodedFile, bool]],
         limit: int,
     ) -> list[int]:
         """Send files in as few messages as the upload limit allows; the first carries the embed."""
-        batches: list[list[discord.File]] = []
+        batches: list[list[tuple[EncodedFile, bool]]] = []
         size = 0
-        for file in files:
-            length = file.fp.getbuffer().nbytes  # type: ignore[attr-defined]
+        for item in encoded:
+            length = len(item[0].data)
             if not batches or size + length > limit or len(batches[-1]) >= 10:
                 batches.append([])
                 size = 0
-            batches[-1].append(file)
+            batches[-1].append(item)
             size += length
-        channel = self.results_channel(generation)
         view = result_view(generation)
-        first_name = files[0].filename if files and not files[0].spoiler else None
-        embed = render.result_embed(generation, result, image_filename=first_name)
+        shown = encoded[0][0].filename if encoded and not encoded[0][1] else None
+        embed = render.result_embed(generation, result, image_filename=shown)
         if not batches:
-            message = await channel.send(
-                embed=embed, view=view, allowed_mentions=render.NO_MENTIONS
-            )
-            return [message.id]
+            return [(await self._send(generation, [], embed=embed, view=view)).id]
         ids = []
         for number, batch in enumerate(batches):
-            extra = {"embed": embed, "view": view} if number == 0 else {}
+            extra: dict[str, Any] = {"embed": embed, "view": view} if number == 0 else {}
             try:
-                message = await channel.send(
-                    files=batch, allowed_mentions=render.NO_MENTIONS, **extra
-                )
+                message = await self._send(generation, batch, **extra)
             except discord.HTTPException as exc:
                 if exc.status != 413:  # the limit shrank since the job began (a boost ended)
                     raise
                 log.warning("generation %s: Discord refused the upload as too large", generation.id)
-                message = await channel.send(
-                    render.failure_text(TOO_LARGE_NOW),
-                    allowed_mentions=render.NO_MENTIONS,
-                    **({"view": view} if number == 0 else {}),
+                extra.pop("embed", None)
+                message = await self._send(
+                    generation, [], content=render.failure_text(TOO_LARGE_NOW), **extra
                 )
             ids.append(message.id)
         return ids
@@ -205,7 +222,5 @@ class DiscordPublisher:
     async def _send_text(
         self, generation: Generation, text: str, *, view: discord.ui.View | None = None
     ) -> int:
-        channel = self.results_channel(generation)
         extra = {"view": view} if view is not None else {}
-        message = await channel.send(text, allowed_mentions=render.NO_MENTIONS, **extra)
-        return message.id
+        return (await self._send(generation, [], content=text, **extra)).id

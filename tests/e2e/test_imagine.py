@@ -252,3 +252,18 @@ async def test_a_4000_character_prompt_fits_every_discord_limit(world: World):
     assert result["attachments"]
     assert world.api.requests[0]["prompt"] == prompt.strip()
     assert world.discord.rejections == []
+
+
+async def test_a_result_whose_thread_was_deleted_lands_in_the_channel(world: World):
+    world.api.latency = 0.5
+    interaction = await world.imagine("a lighthouse")
+    await interaction.response()
+    card_id = int(interaction.original_message["id"])
+    await world.api.wait_for_calls(1)
+    world.discord.delete_thread(card_id)  # a moderator tidies up while the image is made
+    result = await world.result_in(
+        world.channel, predicate=lambda m: bool(m["attachments"]) and int(m["id"]) != card_id
+    )
+
+    assert result["embeds"][0]["description"] == "a lighthouse"
+    await world.card_status(card_id, "✅ Done")

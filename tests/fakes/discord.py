@@ -425,6 +425,21 @@ class FakeDiscord(InteractionsMixin):
         self._notify()
         return tid
 
+    def delete_thread(self, thread_id: int) -> None:
+        """A moderator deletes a thread: from now on its routes answer 10003 Unknown Channel."""
+        thread = self.threads.pop(thread_id)
+        self._dispatch_guild_event(
+            "THREAD_DELETE",
+            thread["guild_id"],
+            lambda: {
+                "id": str(thread_id),
+                "guild_id": str(thread["guild_id"]),
+                "parent_id": str(thread["parent_id"]),
+                "type": 11,
+            },
+        )
+        self._notify()
+
     def add_member(
         self, guild_id: int, username: str, *, permissions: int = DEFAULT_MEMBER_PERMISSIONS
     ) -> int:
