@@ -51,6 +51,8 @@ class FluxBot(commands.Bot):
         intents = discord.Intents.none()
         intents.guilds = True  # channel, thread and NSFW flags for result delivery
         options.setdefault("allowed_mentions", render.NO_MENTIONS)
+        # This bot never joins voice: no warnings about voice libraries at every start.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(
             command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options
         )
@@ -269,6 +271,10 @@ def main() -> int:
     except discord.PrivilegedIntentsRequired:
         log.error("Discord refused the gateway intents this bot asked for.")
         return 2
+    except (aiohttp.ClientConnectionError, OSError) as exc:
+        # Only reached when logging in fails: once connected, discord.py reconnects by itself.
+        log.error("Could not reach Discord (%s). Check this machine's network and DNS.", exc)
+        return 1
     return 0
 
 
