@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import TYPE_CHECKING
 
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 
 from cogs import render
 from cogs.errors import reply
+from cogs.publisher import uploads
 from cogs.render import is_nsfw
 from services.generation import SEED_MAX, GenerationParameters, describe_invalid
 from services.images import (
@@ -162,11 +162,11 @@ class ImagineCog(commands.Cog):
         self, card: discord.PartialMessage, reference: PreparedImage, prompt: str, user_id: int
     ) -> str:
         """Put the normalised reference on the card: its URL can be refreshed for months."""
-        file = discord.File(io.BytesIO(reference.data), filename=reference.filename)
         embed = render.pending_card_embed(prompt, user_id, status="⏳ Queued")
-        edited = await card.edit(
-            embed=embed, attachments=[file], allowed_mentions=render.NO_MENTIONS
-        )
+        with uploads([(reference.data, reference.filename, False)]) as files:
+            edited = await card.edit(
+                embed=embed, attachments=files, allowed_mentions=render.NO_MENTIONS
+            )
         self.bot.publisher.cards.note_edited(card.id)
         return edited.attachments[0].url
 
