@@ -33,7 +33,7 @@ def user_message_for(error: app_commands.AppCommandError) -> str | None:
     """Words for errors a member caused or can fix; None for bugs and outages."""
     original = getattr(error, "original", error)
     if isinstance(original, discord.Forbidden):
-        return "I'm missing a permission in this channel. Ask an admin to check my role."
+        return render.MISSING_PERMISSION
     if message := getattr(original, "user_message", None):
         return str(message)
     if isinstance(error, app_commands.TransformerError):

@@ -92,13 +92,29 @@ class ImagineCog(commands.Cog):
             async with self.bot.intake:
                 generation = await self._start(interaction, card, parameters, image)
         except (ImageRejected, QueueRefused) as exc:
-            user_id = interaction.user.id
-            embed = render.rejected_card_embed(parameters.prompt, user_id, exc.user_message)
-            await card.edit(embed=embed, allowed_mentions=render.NO_MENTIONS)
+            await self._turn_card_down(
+                card, parameters.prompt, interaction.user.id, exc.user_message
+            )
+            return
+        except discord.Forbidden:
+            log.warning("card %s: a permission is missing in channel %s", card.id, card.channel.id)
+            await self._turn_card_down(
+                card, parameters.prompt, interaction.user.id, render.MISSING_PERMISSION
+            )
             return
         log.info("generation %s: /imagine by %s", generation.id, interaction.user.id)
         if self.bot.queue.stopping:
             await reply(interaction, QUEUED_FOR_RESTART)
+
+    async def _turn_card_down(
+        self, card: discord.PartialMessage, prompt: str, user_id: int, reason: str
+    ) -> None:
+        """The card becomes a plain refusal; nothing was queued and no API call was made."""
+        embed = render.rejected_card_embed(prompt, user_id, reason)
+        try:
+            await card.edit(embed=embed, allowed_mentions=render.NO_MENTIONS)
+        except discord.HTTPException as exc:
+            log.info("card %s: could not show the refusal (%s)", card.id, exc.status)
 
     async def _start(
         self,

@@ -21,7 +21,7 @@ from services.card_updates import CardUpdater
 from services.generation import GenerationResult
 from services.images import EncodedFile, ImageRejected, fit_for_upload
 from services.store import Generation
-from services.worker import ReferenceUnavailable
+from services.worker import DeliveryFailed, ReferenceUnavailable
 
 if TYPE_CHECKING:
     from bot import FluxBot
@@ -154,7 +154,10 @@ class DiscordPublisher:
                 await self._send_text(generation, render.failure_text(exc.user_message))
                 continue
             files.append((encoded, flagged))
-        message_ids = await self._send_results(generation, result, files, limit)
+        try:
+            message_ids = await self._send_results(generation, result, files, limit)
+        except discord.Forbidden as exc:
+            raise DeliveryFailed(render.MISSING_PERMISSION) from exc
         if withheld:
             notice = (
                 f"🔞 {withheld} image(s) were withheld: the safety checker flagged them, "

@@ -17,6 +17,10 @@ THREAD_NAME_MAX = 100
 #: Room left for the prompt once titles and fields are counted against the 6000-char total.
 PROMPT_DISPLAY_MAX = 4000
 ELLIPSIS = "…"
+MISSING_PERMISSION = (
+    "I'm missing a permission here (Attach Files, Embed Links or Read Message History). "
+    "Ask an admin to check my role, then try again."
+)
 
 
 def is_nsfw(channel: object) -> bool:

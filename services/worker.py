@@ -32,6 +32,14 @@ class ReferenceUnavailable(Exception):
     )
 
 
+class DeliveryFailed(Exception):
+    """Discord refused the result (e.g. a permission was taken away while the job ran)."""
+
+    def __init__(self, user_message: str) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+
+
 class ResultPublisher(Protocol):
     """What the worker needs from the Discord side; cogs implement it."""
 
@@ -88,7 +96,7 @@ class GenerationWorker:
             message_ids = await self._publisher.job_succeeded(generation, result, images)
         except RateLimitedError as exc:
             await self._rate_limited(generation, exc)
-        except (AimlApiError, ReferenceUnavailable) as exc:
+        except (AimlApiError, ReferenceUnavailable, DeliveryFailed) as exc:
             await self._fail(generation, exc.user_message, log_level=logging.WARNING)
         except Exception:
             log.exception("generation %s: unexpected failure", generation.id)

@@ -267,3 +267,28 @@ async def test_a_result_whose_thread_was_deleted_lands_in_the_channel(world: Wor
 
     assert result["embeds"][0]["description"] == "a lighthouse"
     await world.card_status(card_id, "✅ Done")
+
+
+async def test_without_attach_files_the_card_says_which_permission_is_missing(world: World):
+    no_files = rules.DEFAULT_BOT_PERMISSIONS & ~rules.ATTACH_FILES
+    channel = world.discord.add_text_channel(world.guild, "no-files", bot_permissions=no_files)
+    interaction = await world.imagine(channel=channel)
+    await interaction.response()
+    card = await world.card_status(int(interaction.original_message["id"]), "❌")
+
+    assert "Attach Files" in embed_fields(card)["Status"]
+    assert world.api.calls == 0
+
+
+async def test_attach_files_taken_away_mid_job_is_told_in_the_thread(world: World):
+    world.api.latency = 0.5
+    interaction = await world.imagine("a quiet harbour")
+    await interaction.response()
+    card_id = int(interaction.original_message["id"])
+    await world.api.wait_for_calls(1)
+    no_files = rules.DEFAULT_BOT_PERMISSIONS & ~rules.ATTACH_FILES
+    world.discord.set_bot_permissions(world.channel, no_files)
+    failure = await world.result_in(card_id)
+
+    assert "Attach Files" in failure["content"] and failure["components"]
+    await world.card_status(card_id, "❌ Failed")

@@ -425,6 +425,10 @@ class FakeDiscord(InteractionsMixin):
         self._notify()
         return tid
 
+    def set_bot_permissions(self, channel_id: int, permissions: int) -> None:
+        """An admin changes the bot's permissions in a channel (REST enforces them at once)."""
+        self.channels[channel_id]["bot_permissions"] = permissions
+
     def delete_thread(self, thread_id: int) -> None:
         """A moderator deletes a thread: from now on its routes answer 10003 Unknown Channel."""
         thread = self.threads.pop(thread_id)
@@ -1246,6 +1250,8 @@ class FakeDiscord(InteractionsMixin):
     async def _h_edit(self, request: web.Request) -> web.Response:
         cid = self._readable_channel(request)
         msg = self._visible_message(cid, int(request.match_info["message_id"]))
+        if request[FILES] and not self._bot_permissions(cid) & rules.ATTACH_FILES:
+            raise missing_permissions()  # adding files by an edit needs Attach Files too
         msg = self._apply_message(
             cid, request[BODY], request[FILES], existing=msg, check_permissions=False
         )
