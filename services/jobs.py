@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import itertools
 import logging
 import random
@@ -114,6 +115,8 @@ class JobQueue:
         self._calling: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_served: dict[int, int] = {}
+        #: Place in line of each waiting job, rebuilt only after the line changed (cards ask often).
+        self._places: dict[int, int] | None = None
         self._seq = itertools.count(1)
         self._served = itertools.count(1)
         self._stopping = False
@@ -151,6 +154,7 @@ class JobQueue:
             self.check_admission(job.user_id)
         job.seq = next(self._seq)
         self._waiting.setdefault(job.user_id, deque()).append(job)
+        self._places = None
         self._idle.clear()
         self._pump()
         return self.jobs_ahead(job.generation_id) or 0
@@ -163,6 +167,7 @@ class JobQueue:
                     jobs.remove(job)
                     if not jobs:
                         del self._waiting[user_id]
+                    self._places = None
                     self._update_idle()
                     return True
         return False
@@ -178,10 +183,10 @@ class JobQueue:
 
     def jobs_ahead(self, generation_id: int) -> int | None:
         """Jobs that start before this one under the fairness rule; None if not waiting."""
-        for position, job in enumerate(self._dispatch_order()):
-            if job.generation_id == generation_id:
-                return position
-        return None
+        if self._places is None:
+            order = self._dispatch_order()
+            self._places = {job.generation_id: place for place, job in enumerate(order)}
+        return self._places.get(generation_id)
 
     @property
     def running_count(self) -> int:
@@ -247,6 +252,7 @@ class JobQueue:
         self._waiting.setdefault(job.user_id, deque()).appendleft(job)
         if self._last_served.get(job.user_id) == job.turn:
             self._last_served[job.user_id] = job.served_before
+        self._places = None
         log.info("generation %s: API busy, back in line", job.generation_id)
 
     def _succeeded(self, job: Job) -> None:
@@ -296,18 +302,22 @@ class JobQueue:
         return waiting[user_id][0]
 
     def _dispatch_order(self) -> list[Job]:
-        """The waiting jobs in the order they would start if nothing else arrived."""
+        """The waiting jobs in the order they would start if nothing else arrived.
+
+        The same rule as ``_next_job``, replayed with a heap: O(n log members), not O(n²).
+        """
         waiting = {uid: deque(jobs) for uid, jobs in self._waiting.items() if jobs}
-        last_served = dict(self._last_served)
+        heap = [(self._last_served.get(uid, 0), jobs[0].seq, uid) for uid, jobs in waiting.items()]
+        heapq.heapify(heap)
+        tick = max(self._last_served.values(), default=0)
         order: list[Job] = []
-        tick = -1
-        while waiting:
-            job = self._next_job(last_served, waiting)
-            order.append(job)
-            waiting[job.user_id].popleft()
-            if not waiting[job.user_id]:
-                del waiting[job.user_id]
-            last_served[job.user_id] = tick = max(tick, *last_served.values(), 0) + 1
+        while heap:
+            _, _, uid = heapq.heappop(heap)
+            jobs = waiting[uid]
+            order.append(jobs.popleft())
+            if jobs:
+                tick += 1  # served now: after everyone already served
+                heapq.heappush(heap, (tick, jobs[0].seq, uid))
         return order
 
     def _pump(self) -> None:
@@ -327,6 +337,7 @@ class JobQueue:
                 del self._waiting[job.user_id]
             job.served_before = self._last_served.get(job.user_id, 0)
             self._last_served[job.user_id] = job.turn = next(self._served)
+            self._places = None
             job.epoch = self._epoch
             self._running[job.generation_id] = job
             self._calling.add(job.generation_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 
 import pytest
@@ -364,3 +365,19 @@ async def test_the_api_slot_frees_when_the_call_answers_not_when_delivery_ends(m
     assert queue.is_running(1)
     finish_delivery.set()
     await asyncio.wait_for(queue.wait_idle(), 5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_predicted_places_match_the_order_jobs_really_start(runner, make_queue, seed):
+    rng = random.Random(seed)
+    queue = make_queue(runner)
+    queue.submit(Job(0, user_id=rng.randrange(6)))  # one running, so earlier turns count
+    jobs = [Job(n, user_id=rng.randrange(6)) for n in range(1, 40)]
+    for job in jobs:
+        queue.submit(job)
+    predicted = sorted(range(1, 40), key=lambda n: queue.jobs_ahead(n))
+    for started in range(1, 41):
+        await runner.wait_started(started)
+        runner.release(runner.started[-1])
+
+    assert runner.started[1:] == predicted
