@@ -57,8 +57,8 @@ class FluxBot(commands.Bot):
             command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options
         )
         self.settings = settings
-        # Here as well as in configure_logging, so every way of starting a bot (tests too) keeps
-        # its secrets out of logs from before login on, for the life of the process.
+        # Here, so every way of starting a bot (tests too) keeps its secrets out of logs from
+        # before login on, for the life of the process.
         log_redaction.install(
             [settings.discord_token.get_secret_value(), settings.aimlapi_key.get_secret_value()]
         )
@@ -239,8 +239,6 @@ def create_bot(settings: Settings | None = None, **discord_options: Any) -> Flux
 def configure_logging(settings: Settings) -> None:
     discord.utils.setup_logging(level=getattr(logging, settings.log_level), root=True)
     logging.getLogger("discord.http").setLevel(logging.WARNING)
-    secrets = [settings.discord_token.get_secret_value(), settings.aimlapi_key.get_secret_value()]
-    log_redaction.install(secrets)
 
 
 async def run(bot: FluxBot) -> None:

@@ -52,18 +52,6 @@ def redact_record(record: logging.LogRecord, secrets: Iterable[str] | None = Non
         record.stack_info = redact(record.stack_info, secrets)
 
 
-class RedactSecrets(logging.Filter):
-    """The same redaction as a handler filter, for a handler that outlives the installed set."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        self._secrets = _sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH})
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        redact_record(record, self._secrets)
-        return True
-
-
 def _sorted(values: Iterable[str]) -> tuple[str, ...]:
     """Longest first, so a secret containing another is blanked whole."""
     return tuple(sorted(values, key=len, reverse=True))
