@@ -25,6 +25,7 @@ from services import log_redaction
 from services.aimlapi import AimlApiClient
 from services.config import Settings, SettingsError, load_settings
 from services.jobs import Job, JobQueue
+from services.model_registry import model_entry
 from services.quotas import DailyQuotas
 from services.store import Generation, NewGeneration, Store
 from services.worker import GenerationWorker
@@ -80,13 +81,13 @@ class FluxBot(commands.Bot):
             self.http_session,
             base_url=settings.api_base,
             api_key=settings.aimlapi_key,
-            model=settings.aimlapi_model,
             deadline=settings.api_deadline_seconds,
         )
         self.publisher = DiscordPublisher(self)
         worker = GenerationWorker(
             store=self.store,
             api=self.api,
+            model=model_entry(settings.aimlapi_model),
             publisher=self.publisher,
             job_timeout_seconds=settings.job_timeout_seconds,
             on_requeued=self._show_on_card,

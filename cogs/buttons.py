@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from cogs import render
 from cogs.errors import UNEXPECTED, reply
-from services.generation import GenerationParameters, describe_invalid
 from services.jobs import QUEUED_FOR_RESTART, QueueRefused
+from services.parameters import GenerationParameters, describe_invalid
 from services.safety import GuildSettings, PromptBlocked, check_prompt
 from services.store import Generation
 
@@ -120,7 +120,7 @@ class RerollButton(GenerationButton, template=r"fluxbot:reroll:(?P<id>[0-9]{1,20
         self, bot: FluxBot, interaction: discord.Interaction, source: Generation
     ) -> None:
         # A failed job is retried as it was; a finished one gets a fresh random seed.
-        seed = source.seed_requested if source.status == "failed" else None
+        seed = source.parameters.seed if source.status == "failed" else None
         parameters = source.parameters.model_copy(update={"seed": seed})
         await start_follow_up(bot, interaction, source, parameters, kind="reroll")
 
@@ -169,13 +169,14 @@ class RemixModal(discord.ui.Modal):
             custom_id=f"{MODAL_PREFIX}{generation.id}:{nonce}",
             timeout=15 * 60,
         )
-        seed = generation.seed or generation.seed_requested
+        parameters = generation.parameters
+        seed = generation.seed or parameters.seed
         fields = [
-            ("prompt", "Prompt", generation.prompt, discord.TextStyle.paragraph, 4000),
-            ("strength", "Strength (0.01–1.0)", f"{generation.strength:g}", None, 10),
+            ("prompt", "Prompt", parameters.prompt, discord.TextStyle.paragraph, 4000),
+            ("strength", "Strength (0.01–1.0)", f"{parameters.strength:g}", None, 10),
             ("seed", "Seed (keep it, or clear for a random one)", str(seed or ""), None, 10),
-            ("steps", "Steps (1–50)", str(generation.steps), None, 2),
-            ("guidance", "Guidance (1–20)", f"{generation.guidance:g}", None, 10),
+            ("steps", "Steps (1–50)", str(parameters.steps), None, 2),
+            ("guidance", "Guidance (1–20)", f"{parameters.guidance:g}", None, 10),
         ]
         for custom_id, label, value, style, max_length in fields:
             self.add_item(
@@ -210,8 +211,8 @@ def parse_remix(values: dict[str, str], source: Generation) -> GenerationParamet
     try:
         return GenerationParameters(
             prompt=values.get("prompt", ""),
-            count=source.count,
-            safety_checker=source.safety_checker,
+            count=source.parameters.count,
+            safety_checker=source.parameters.safety_checker,
             **numbers,
             **({"seed": seed} if seed else {}),
         )

@@ -14,7 +14,6 @@ from cogs import render
 from cogs.errors import reply
 from cogs.publisher import uploads
 from cogs.render import is_nsfw
-from services.generation import SEED_MAX, GenerationParameters, describe_invalid
 from services.images import (
     ImageRejected,
     PreparedImage,
@@ -23,8 +22,9 @@ from services.images import (
     normalise_reference,
 )
 from services.jobs import QUEUED_FOR_RESTART, QueueRefused
+from services.parameters import SEED_MAX, GenerationParameters, describe_invalid
 from services.safety import PromptBlocked, check_prompt, safety_checker_enabled
-from services.store import Generation, NewGeneration
+from services.store import Generation, GenerationKind, NewGeneration
 
 if TYPE_CHECKING:
     from bot import FluxBot
@@ -131,9 +131,9 @@ class ImagineCog(commands.Cog):
             )
         thread_id = await self._results_thread(interaction, card, parameters.prompt)
         reference_url = await self._rehost(card, reference, parameters.prompt, interaction.user.id)
-        new = NewGeneration.from_parameters(
-            parameters,
-            kind="imagine",
+        new = NewGeneration(
+            parameters=parameters,
+            kind=GenerationKind.IMAGINE,
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
             channel_id=card.channel.id,

@@ -17,8 +17,8 @@ import discord
 from cogs import render
 from cogs.buttons import card_view, result_view
 from cogs.render import is_nsfw
+from services.aimlapi import GenerationResult
 from services.card_updates import CardUpdater
-from services.generation import GenerationResult
 from services.images import EncodedFile, ImageRejected, fit_for_upload
 from services.store import Generation
 from services.worker import DeliveryFailed, ReferenceUnavailable
@@ -126,7 +126,7 @@ class DiscordPublisher:
         url = next((a.url for a in card.attachments if a.filename.startswith(REFERENCE_STEM)), None)
         if url is None:
             raise ReferenceUnavailable
-        await self.bot.store.update_generation(generation.id, reference_url=url)
+        await self.bot.store.set_reference_url(generation.id, url)
         return url
 
     async def job_started(self, generation: Generation) -> None:

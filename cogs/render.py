@@ -7,7 +7,7 @@ from datetime import datetime
 
 import discord
 
-from services.generation import GenerationResult
+from services.aimlapi import GenerationResult
 from services.store import Generation
 
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -56,11 +56,12 @@ def _number(value: float) -> str:
 
 def parameter_fields(embed: discord.Embed, generation: Generation, *, seed: int | None) -> None:
     embed.add_field(name="Seed", value=str(seed) if seed else "random")
-    embed.add_field(name="Strength", value=_number(generation.strength))
-    embed.add_field(name="Steps", value=str(generation.steps))
-    embed.add_field(name="Guidance", value=_number(generation.guidance))
-    if generation.count > 1:
-        embed.add_field(name="Images", value=str(generation.count))
+    parameters = generation.parameters
+    embed.add_field(name="Strength", value=_number(parameters.strength))
+    embed.add_field(name="Steps", value=str(parameters.steps))
+    embed.add_field(name="Guidance", value=_number(parameters.guidance))
+    if parameters.count > 1:
+        embed.add_field(name="Images", value=str(parameters.count))
 
 
 def timestamp(moment: datetime) -> str:
@@ -95,11 +96,11 @@ def card_embed(generation: Generation, *, ahead: int | None = None) -> discord.E
     failed = generation.status == "failed"
     embed = discord.Embed(
         title="Image remix",
-        description=display_prompt(generation.prompt),
+        description=display_prompt(generation.parameters.prompt),
         colour=FAILED_COLOUR if failed else COLOUR,
     )
     embed.add_field(name="Asked by", value=f"<@{generation.user_id}>")
-    parameter_fields(embed, generation, seed=generation.seed or generation.seed_requested)
+    parameter_fields(embed, generation, seed=generation.seed or generation.parameters.seed)
     embed.add_field(name="Status", value=status_line(generation, ahead=ahead), inline=False)
     embed.set_footer(text=f"fluxbot · job {generation.id}")
     return embed
@@ -127,7 +128,7 @@ def rejected_card_embed(prompt: str, user_id: int, reason: str) -> discord.Embed
 def result_embed(
     generation: Generation, result: GenerationResult, *, image_filename: str | None
 ) -> discord.Embed:
-    embed = discord.Embed(description=display_prompt(generation.prompt), colour=COLOUR)
+    embed = discord.Embed(description=display_prompt(generation.parameters.prompt), colour=COLOUR)
     parameter_fields(embed, generation, seed=result.seed)
     if result.inference_seconds is not None:
         embed.add_field(name="Time", value=f"{result.inference_seconds:.1f} s")

@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from services.backoff import equal_jitter
+
 log = logging.getLogger(__name__)
 
 #: Backoff after a 429 without Retry-After: equal jitter in [d/2, d], d = base * 2**strikes.
@@ -172,9 +174,6 @@ class JobQueue:
                     return True
         return False
 
-    def is_running(self, generation_id: int) -> bool:
-        return generation_id in self._running
-
     def __contains__(self, generation_id: object) -> bool:
         """Waiting or running here."""
         return generation_id in self._running or any(
@@ -217,8 +216,9 @@ class JobQueue:
         self._limit = max(1, self._limit // 2)
         self._epoch += 1
         if retry_after is None:
-            ceiling = min(self.backoff_cap, self.backoff_base * 2**self._strikes)
-            delay = ceiling / 2 + self._jitter() * ceiling / 2
+            delay = equal_jitter(
+                self._strikes, base=self.backoff_base, cap=self.backoff_cap, random=self._jitter
+            )
         else:
             delay = max(0.0, retry_after)
         self._strikes += 1

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -46,14 +46,8 @@ from sqlalchemy.engine import URL, Row, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
-from services.generation import (
-    PROMPT_MAX,
-    Count,
+from services.parameters import (
     GenerationParameters,
-    Guidance,
-    Seed,
-    Steps,
-    Strength,
 )
 from services.safety import GuildSettings
 
@@ -389,35 +383,15 @@ class NewGeneration(BaseModel):
     thread_id: Snowflake | None = None
     card_channel_id: Snowflake | None = None
     card_message_id: Snowflake | None = None
-    prompt: str = Field(min_length=1, max_length=PROMPT_MAX)
-    strength: Strength
-    seed_requested: Seed | None = None
-    steps: Steps
-    guidance: Guidance
-    count: Count
-    safety_checker: bool = True
+    parameters: GenerationParameters
     reference_url: str = Field(min_length=1)
     #: The channel's upload limit as the interaction reported it (discord.py's guild cache only
     #: knows boost tiers), so results are fitted to what Discord will actually accept.
     upload_limit: int | None = Field(default=None, ge=1)
 
-    @classmethod
-    def from_parameters(cls, parameters: GenerationParameters, **fields: Any) -> Self:
-        """Build from the parsed command/modal; ``fields`` are the Discord-side ids and URL."""
-        return cls(
-            prompt=parameters.prompt,
-            strength=parameters.strength,
-            seed_requested=parameters.seed,
-            steps=parameters.steps,
-            guidance=parameters.guidance,
-            count=parameters.count,
-            safety_checker=parameters.safety_checker,
-            **fields,
-        )
-
 
 class Generation(BaseModel):
-    """One stored job. Loosely typed where old rows must stay readable if limits tighten."""
+    """One stored job. ``parameters.seed`` is the seed asked for; ``seed`` the one returned."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -430,13 +404,7 @@ class Generation(BaseModel):
     thread_id: int | None
     card_channel_id: int | None
     card_message_id: int | None
-    prompt: str
-    strength: float
-    seed_requested: int | None
-    steps: int
-    guidance: float
-    count: int
-    safety_checker: bool
+    parameters: GenerationParameters
     seed: int | None
     reference_url: str
     status: GenerationStatus
@@ -451,29 +419,12 @@ class Generation(BaseModel):
     cancelled_by: int | None = None
     upload_limit: int | None = None
 
-    @property
-    def finished(self) -> bool:
-        return self.status not in UNFINISHED
-
-    @property
-    def parameters(self) -> GenerationParameters:
-        """What to send again for a retry or reroll (the requested seed, not the returned one)."""
-        return GenerationParameters(
-            prompt=self.prompt,
-            strength=self.strength,
-            seed=self.seed_requested,
-            steps=self.steps,
-            guidance=self.guidance,
-            count=self.count,
-            safety_checker=self.safety_checker,
-        )
-
     def follow_up(
-        self, *, kind: GenerationKind | str, user_id: int, parameters: GenerationParameters
+        self, *, kind: GenerationKind, user_id: int, parameters: GenerationParameters
     ) -> NewGeneration:
         """A reroll or remix: same place, card and reference; new settings and asker."""
-        return NewGeneration.from_parameters(
-            parameters,
+        return NewGeneration(
+            parameters=parameters,
             kind=kind,
             parent_id=self.id,
             user_id=user_id,
@@ -487,27 +438,29 @@ class Generation(BaseModel):
         )
 
 
-def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
-    info = model.model_fields[name]
-    return TypeAdapter(Annotated[info.annotation, info])
-
-
-#: ``update_generation`` checks values with the creation rules where there are some.
-_UPDATE_ADAPTERS: dict[str, TypeAdapter[Any]] = {
-    name: _field_adapter(NewGeneration if name in NewGeneration.model_fields else Generation, name)
-    for name in Generation.model_fields
-    if name != "id"
+#: Columns that hold the parameters, by parameter name (the seed column predates the split).
+PARAMETER_COLUMNS = {
+    "prompt": "prompt",
+    "strength": "strength",
+    "seed": "seed_requested",
+    "steps": "steps",
+    "guidance": "guidance",
+    "count": "count",
+    "safety_checker": "safety_checker",
 }
 
 
-class GenerationNotFound(LookupError):
-    def __init__(self, generation_id: int) -> None:
-        super().__init__(f"no generation with id {generation_id}")
-        self.generation_id = generation_id
+def _parameter_values(parameters: GenerationParameters) -> dict[str, Any]:
+    return {column: getattr(parameters, name) for name, column in PARAMETER_COLUMNS.items()}
 
 
 def _to_model(row: Row[Any]) -> Generation:
-    return Generation.model_validate(dict(row._mapping))
+    values = dict(row._mapping)
+    # Built without validation: old rows must stay readable if limits tighten later.
+    parameters = GenerationParameters.model_construct(
+        **{name: values.pop(column) for name, column in PARAMETER_COLUMNS.items()}
+    )
+    return Generation.model_validate(values | {"parameters": parameters})
 
 
 # --------------------------------------------------------------------------- the store
@@ -574,10 +527,14 @@ class Store:
         self, new: NewGeneration, *, created_at: datetime | None = None
     ) -> Generation:
         """Store an accepted job as ``queued``; its id is what the buttons will carry."""
-        values = new.model_dump() | {
-            "status": GenerationStatus.QUEUED,
-            "created_at": self._now(created_at),
-        }
+        values = (
+            new.model_dump(exclude={"parameters"})
+            | _parameter_values(new.parameters)
+            | {
+                "status": GenerationStatus.QUEUED,
+                "created_at": self._now(created_at),
+            }
+        )
         async with self._write() as conn:
             row = (
                 await conn.execute(generations.insert().values(values).returning(*generations.c))
@@ -591,22 +548,15 @@ class Store:
             ).first()
         return None if row is None else _to_model(row)
 
-    async def update_generation(self, generation_id: int, **fields: Any) -> Generation:
-        """Set bookkeeping fields (thread, card, reference URL...). Status changes should go
-        through the guarded ``mark_*`` methods instead, which cannot overwrite a race's winner.
+    async def set_seed(self, generation_id: int, seed: int | None) -> Generation | None:
+        """The seed the API returned, stored before posting so Remix can offer it at once."""
+        return await self._set(generation_id, seed=seed)
 
-        Raises ``TypeError`` for a field the table does not have, pydantic's ``ValidationError``
-        for a bad value, and ``GenerationNotFound`` (a ``LookupError``) for an unknown id.
-        """
-        unknown = sorted(set(fields) - set(_UPDATE_ADAPTERS))
-        if unknown:
-            raise TypeError(f"generations has no updatable field(s) {', '.join(unknown)}")
-        values = {name: _UPDATE_ADAPTERS[name].validate_python(v) for name, v in fields.items()}
-        if not values:
-            current = await self.get_generation(generation_id)
-            if current is None:
-                raise GenerationNotFound(generation_id)
-            return current
+    async def set_reference_url(self, generation_id: int, url: str) -> Generation | None:
+        """A freshly signed URL of the card's reference, for this job and the next ones."""
+        return await self._set(generation_id, reference_url=url)
+
+    async def _set(self, generation_id: int, **values: Any) -> Generation | None:
         async with self._write() as conn:
             row = (
                 await conn.execute(
@@ -616,9 +566,7 @@ class Store:
                     .returning(*generations.c)
                 )
             ).first()
-        if row is None:
-            raise GenerationNotFound(generation_id)
-        return _to_model(row)
+        return None if row is None else _to_model(row)
 
     async def _transition(
         self,

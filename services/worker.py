@@ -8,9 +8,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from services.aimlapi import AimlApiClient, AimlApiError, RateLimitedError
-from services.generation import GeneratedImage, GenerationRequest, GenerationResult
+from services.aimlapi import (
+    AimlApiClient,
+    AimlApiError,
+    GeneratedImage,
+    GenerationResult,
+    RateLimitedError,
+)
 from services.jobs import Job, RateLimited
+from services.model_registry import ModelEntry
 from services.store import Generation, Store
 
 log = logging.getLogger(__name__)
@@ -64,6 +70,7 @@ class GenerationWorker:
         *,
         store: Store,
         api: AimlApiClient,
+        model: ModelEntry,
         publisher: ResultPublisher,
         job_timeout_seconds: float = 600.0,
         on_requeued: Callable[[Generation], None] | None = None,
@@ -72,6 +79,7 @@ class GenerationWorker:
         """``on_requeued`` hears of a job put back in line after a 429 (its card says queued)."""
         self._store = store
         self._api = api
+        self._model = model
         self._publisher = publisher
         self._job_timeout = timedelta(seconds=job_timeout_seconds)
         self._on_requeued = on_requeued
@@ -86,13 +94,13 @@ class GenerationWorker:
         await self._publisher.job_started(generation)
         try:
             image_url = await self._publisher.fresh_reference_url(generation)
-            request = GenerationRequest(parameters=generation.parameters, image_url=image_url)
+            body = self._model.request_body(generation.parameters, image_url)
             # 429s are the queue's business: it slows down as a whole (DESIGN §7).
-            result = await self._api.generate(request, retry_rate_limited=False)
+            result = await self._api.generate(body, retry_rate_limited=False)
             job.api_call_done()
             images = [await self._download(image) for image in result.images]
             # Stored before posting: a Remix pressed the moment the result appears shows it.
-            await self._store.update_generation(generation.id, seed=result.seed)
+            await self._store.set_seed(generation.id, result.seed)
             message_ids = await self._publisher.job_succeeded(generation, result, images)
         except RateLimitedError as exc:
             await self._rate_limited(generation, exc)

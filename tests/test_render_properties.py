@@ -13,14 +13,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cogs import render
-from services.generation import (
-    PROMPT_MAX,
-    SEED_MAX,
-    GeneratedImage,
-    GenerationParameters,
-    GenerationResult,
-    describe_invalid,
-)
+from services.aimlapi import GeneratedImage, GenerationResult
+from services.parameters import PROMPT_MAX, SEED_MAX, GenerationParameters, describe_invalid
 from services.store import Generation, GenerationStatus
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -56,13 +50,16 @@ def generation(prompt: str, status: GenerationStatus, error: str | None) -> Gene
         thread_id=None,
         card_channel_id=None,
         card_message_id=None,
-        prompt=prompt,
-        strength=0.123456789,
-        seed_requested=SEED_MAX,
-        steps=50,
-        guidance=19.999999,
-        count=4,
-        safety_checker=True,
+        # Unvalidated, as old rows are read: the prompt may be anything stored.
+        parameters=GenerationParameters.model_construct(
+            prompt=prompt,
+            strength=0.123456789,
+            seed=SEED_MAX,
+            steps=50,
+            guidance=19.999999,
+            count=4,
+            safety_checker=True,
+        ),
         seed=SEED_MAX,
         reference_url="https://cdn.example/ref.png",
         status=status,

@@ -141,7 +141,7 @@ async def test_a_moderator_may_reroll_someone_elses_image(world: World):
 async def test_bad_modal_values_say_which_field_and_why(world: World):
     _, result = await first_result(world)
     cases = [
-        ({"strength": "7"}, "Strength must be between 0.01 and 1.0"),
+        ({"strength": "7"}, "Strength must be between 0.01 and 1."),
         ({"seed": "abc"}, "Seed must be a whole number"),
         ({"steps": "5x"}, "Steps must be a whole number"),
         ({"guidance": "lots"}, "Guidance must be a number"),

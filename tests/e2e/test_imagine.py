@@ -84,7 +84,7 @@ async def test_large_reference_is_scaled_down_before_the_api_sees_it(world: Worl
     [
         ({"prompt": "   "}, {}, "Prompt can't be empty"),
         ({"prompt": "x" * 4001}, {}, "Prompt is too long"),
-        ({"strength": 7.0}, {}, "Strength must be between 0.01 and 1.0"),
+        ({"strength": 7.0}, {}, "Strength must be between 0.01 and 1."),
         ({"steps": 0}, {}, "Steps must be between 1 and 50"),
         ({"guidance": 25.0}, {}, "Guidance must be between 1 and 20"),
         ({"count": 5}, {}, "Count must be between 1 and 4"),

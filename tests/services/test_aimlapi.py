@@ -25,6 +25,8 @@ from services.aimlapi import (
     AuthenticationError,
     BadRequestError,
     DownloadError,
+    GeneratedImage,
+    GenerationResult,
     GenerationTimeoutError,
     MalformedResponseError,
     OutOfCreditsError,
@@ -33,12 +35,8 @@ from services.aimlapi import (
     parse_retry_after,
     sanitise_message,
 )
-from services.generation import (
-    GeneratedImage,
-    GenerationParameters,
-    GenerationRequest,
-    GenerationResult,
-)
+from services.model_registry import model_entry
+from services.parameters import GenerationParameters
 from tests.fakes.aimlapi import DEFAULT_MODEL, FakeAimlApi
 
 KEY = "test-key-s3cr3t-value"
@@ -96,7 +94,6 @@ def make_client(
         options: dict[str, Any] = {
             "base_url": api.base_url,
             "api_key": SecretStr(KEY),
-            "model": DEFAULT_MODEL,
             "attempt_timeout": 5.0,
             "sleep": fake_time.sleep,
             "clock": fake_time.clock,
@@ -113,9 +110,10 @@ def client(make_client: Callable[..., AimlApiClient]) -> AimlApiClient:
     return make_client()
 
 
-def ask(image_url: str, **params: Any) -> GenerationRequest:
+def ask(image_url: str, *, model: str = DEFAULT_MODEL, **params: Any) -> dict[str, Any]:
     params.setdefault("prompt", "a red fox, watercolour")
-    return GenerationRequest(parameters=GenerationParameters(**params), image_url=image_url)
+    body = model_entry(DEFAULT_MODEL).request_body(GenerationParameters(**params), image_url)
+    return body | {"model": model}
 
 
 # --------------------------------------------------------------------------- success
@@ -231,10 +229,10 @@ async def test_status_maps_to_error_type(
 
 
 async def test_real_validation_400_shows_list_message(
-    make_client: Callable[..., AimlApiClient], api: FakeAimlApi, reference: str
+    client: AimlApiClient, api: FakeAimlApi, reference: str
 ) -> None:
     with pytest.raises(BadRequestError) as caught:
-        await make_client(model="flux/unknown").generate(ask(reference))
+        await client.generate(ask(reference, model="flux/unknown"))
 
     assert api.calls == 1
     assert "model must be one of the following values" in caught.value.user_message
@@ -565,12 +563,14 @@ async def test_logs_one_info_line_and_warnings_without_secrets(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     api.fail_next(503)
-    with caplog.at_level(logging.INFO, logger="services.aimlapi"):
+    with caplog.at_level(logging.INFO, logger="services.aimlapi.client"):
         result = await client.generate(ask(reference))
         api.fail_next_download(500)
         await client.download(result.images[0], max_bytes=100_000)
 
-    ours = [r for r in caplog.records if r.name == "services.aimlapi"]  # not the fake's access log
+    ours = [
+        r for r in caplog.records if r.name == "services.aimlapi.client"
+    ]  # not the fake's access log
     infos = [r for r in ours if r.levelno == logging.INFO]
     warnings = [r for r in ours if r.levelno == logging.WARNING]
     assert len(infos) == 1 and "attempts=2" in infos[0].getMessage()

@@ -9,8 +9,7 @@ import pytest
 from pydantic import SecretStr
 from yarl import URL
 
-from services.aimlapi import AimlApiClient, DownloadError
-from services.generation import GeneratedImage
+from services.aimlapi import AimlApiClient, DownloadError, GeneratedImage
 
 
 @pytest.fixture
@@ -20,7 +19,6 @@ async def client() -> AsyncIterator[AimlApiClient]:
             session,
             base_url="http://api.internal:8080",
             api_key=SecretStr("k" * 20),
-            model="m",
             download_attempts=1,
         )
 

@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 from sqlalchemy import inspect, text
 
-from services.generation import SEED_MAX, GenerationParameters
+from services.parameters import SEED_MAX, GenerationParameters
 from services.store import (
+    PARAMETER_COLUMNS,
     SCHEMA_VERSION,
     Generation,
     GenerationKind,
-    GenerationNotFound,
     GenerationStatus,
     NewGeneration,
     SchemaTooNewError,
@@ -47,14 +46,14 @@ def new(**overrides: Any) -> NewGeneration:
         "user_id": SNOWFLAKE,
         "guild_id": SNOWFLAKE + 1,
         "channel_id": SNOWFLAKE + 2,
-        "prompt": "a cat in a hat",
-        "strength": 0.8,
-        "steps": 28,
-        "guidance": 3.5,
-        "count": 2,
         "reference_url": "https://cdn.discordapp.com/attachments/1/2/ref.png?ex=1&is=2&hm=3",
     }
-    return NewGeneration(**(fields | overrides))
+    knobs: dict[str, Any] = {"prompt": "a cat in a hat", "strength": 0.8, "count": 2}
+    for name in ("prompt", "strength", "seed", "steps", "guidance", "count"):
+        if name in overrides:
+            knobs[name] = overrides.pop(name)
+    parameters = GenerationParameters(**knobs)
+    return NewGeneration(**(fields | overrides), parameters=parameters)
 
 
 @pytest.fixture
@@ -123,7 +122,7 @@ async def test_open_creates_parent_dir_and_configures_sqlite(db_url: str, tmp_pa
 async def test_create_get_round_trip_with_extreme_values(store: Store) -> None:
     created = await store.create_generation(
         new(
-            seed_requested=SEED_MAX,
+            seed=SEED_MAX,
             user_id=BIG_SNOWFLAKE,
             guild_id=None,
             card_message_id=SNOWFLAKE,
@@ -137,12 +136,15 @@ async def test_create_get_round_trip_with_extreme_values(store: Store) -> None:
     assert await store.get_generation(created.id) == created
     assert await store.get_generation(created.id + 1) is None
 
-    done = await store.update_generation(
+    await store.set_seed(created.id, SEED_MAX)
+    await store.mark_running(
+        created.id, datetime(2025, 3, 1, 14, 0, 0, 1, tzinfo=timezone(timedelta(hours=2)))
+    )
+    done = await store.mark_done(
         created.id,
         seed=SEED_MAX,
-        thread_id=BIG_SNOWFLAKE,
         result_message_ids=[SNOWFLAKE, BIG_SNOWFLAKE],
-        started_at=datetime(2025, 3, 1, 14, 0, 0, 1, tzinfo=timezone(timedelta(hours=2))),
+        inference_seconds=1.5,
     )
     again = await store.get_generation(created.id)
     assert again == done
@@ -156,8 +158,8 @@ async def test_create_get_round_trip_with_extreme_values(store: Store) -> None:
 async def test_ids_increase_and_parameters_round_trip(store: Store) -> None:
     parameters = GenerationParameters(prompt="dog", strength=0.5, seed=42, steps=10, count=4)
     first = await store.create_generation(
-        NewGeneration.from_parameters(
-            parameters,
+        NewGeneration(
+            parameters=parameters,
             kind=GenerationKind.IMAGINE,
             user_id=1,
             channel_id=2,
@@ -165,28 +167,20 @@ async def test_ids_increase_and_parameters_round_trip(store: Store) -> None:
         )
     )
     reroll = await store.create_generation(
-        new(kind=GenerationKind.REROLL, parent_id=first.id, seed_requested=None)
+        new(kind=GenerationKind.REROLL, parent_id=first.id, seed=None)
     )
     assert reroll.id > first.id and reroll.parent_id == first.id
     assert first.parameters == parameters
 
 
-async def test_update_generation_validates(store: Store) -> None:
+async def test_setters_touch_one_field_and_refuse_unknown_ids(store: Store) -> None:
     job = await store.create_generation(new())
-    with pytest.raises(TypeError, match="nope"):
-        await store.update_generation(job.id, nope=1)
-    with pytest.raises(TypeError):
-        await store.update_generation(job.id, id=99)
-    with pytest.raises(ValidationError):
-        await store.update_generation(job.id, strength=5.0)
-    with pytest.raises(ValidationError):
-        await store.update_generation(job.id, finished_at=datetime(2025, 1, 1))  # naive
-    with pytest.raises(GenerationNotFound):
-        await store.update_generation(job.id + 100, thread_id=1)
-    with pytest.raises(LookupError):
-        await store.update_generation(job.id + 100)
-    assert await store.get_generation(job.id) == job
-    assert await store.update_generation(job.id) == job
+    seeded = await store.set_seed(job.id, 77)
+    assert seeded == job.model_copy(update={"seed": 77})
+    moved = await store.set_reference_url(job.id, "https://cdn.example/new.png")
+    assert moved == seeded.model_copy(update={"reference_url": "https://cdn.example/new.png"})
+    assert await store.set_seed(job.id + 100, 1) is None
+    assert await store.set_reference_url(job.id + 100, "https://x/y.png") is None
 
 
 async def test_parent_must_exist(store: Store) -> None:
@@ -212,7 +206,7 @@ async def test_happy_path_transitions(store: Store, clock: FakeClock) -> None:
         nsfw_withheld=1,
         finished_at=T0 + timedelta(seconds=9),
     )
-    assert done is not None and done.finished
+    assert done is not None and done.status is GenerationStatus.DONE
     assert (done.status, done.seed, done.result_message_ids) == (
         GenerationStatus.DONE,
         SEED_MAX,
@@ -351,7 +345,7 @@ async def test_meta(store: Store) -> None:
 
 async def test_reopen_after_close_keeps_data(db_url: str) -> None:
     async with await Store.open(db_url) as store:
-        job = await store.create_generation(new(seed_requested=SEED_MAX))
+        job = await store.create_generation(new(seed=SEED_MAX))
         await store.mark_running(job.id)
         await store.set_meta("k", "v")
     async with await Store.open(db_url) as store:
@@ -387,7 +381,8 @@ async def test_schema_matches_runtime_tables(store: Store) -> None:
         for table in metadata.sorted_tables
     }
     assert found == expected
-    assert set(Generation.model_fields) == expected["generations"][0]
+    fields = set(Generation.model_fields) - {"parameters"} | set(PARAMETER_COLUMNS.values())
+    assert fields == expected["generations"][0]
 
 
 async def test_upgrade_from_v1_database(db_url: str) -> None:
@@ -412,7 +407,8 @@ async def test_upgrade_from_v1_database(db_url: str) -> None:
     async with await Store.open(db_url) as store:
         assert await store.schema_version() == SCHEMA_VERSION == 3
         (old,) = await store.unfinished_generations()
-        assert (old.prompt, old.user_id, old.seed_requested) == ("old", BIG_SNOWFLAKE, SEED_MAX)
+        assert (old.parameters.prompt, old.user_id) == ("old", BIG_SNOWFLAKE)
+        assert old.parameters.seed == SEED_MAX
         assert old.created_at == datetime(2024, 12, 31, 23, 59, 59, 1, tzinfo=UTC)
         assert old.cancelled_by is None and old.attempts == 0
         cancelled = await store.mark_cancelled(old.id, cancelled_by=SNOWFLAKE)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from services.aimlapi import RateLimitedError
-from services.generation import GenerationRequest
 from services.jobs import Job, RateLimited
+from services.model_registry import DEFAULT_MODEL, model_entry
 from services.store import Generation, GenerationStatus, Store
 from services.worker import BUSY_TOO_LONG, GenerationWorker
 from tests.services.test_store import new
@@ -25,7 +25,7 @@ class BusyApi:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    async def generate(self, request: GenerationRequest, **options: Any) -> None:
+    async def generate(self, body: dict[str, Any], **options: Any) -> None:
         self.calls.append(options)
         raise RateLimitedError("API answered HTTP 429", status=429, retry_after=3.0)
 
@@ -61,6 +61,7 @@ def worker(store: Store, api: BusyApi, publisher: Publisher, now: datetime, **kw
     return GenerationWorker(
         store=store,
         api=api,  # type: ignore[arg-type]
+        model=model_entry(DEFAULT_MODEL),
         publisher=publisher,
         job_timeout_seconds=600,
         now=lambda: now,

@@ -33,7 +33,8 @@ from pydantic import (
 )
 from yarl import URL
 
-from services.generation import GeneratedImage, GenerationRequest, GenerationResult
+from services.aimlapi.types import GeneratedImage, GenerationResult
+from services.backoff import equal_jitter
 from services.images import sniff_image_type
 
 log = logging.getLogger(__name__)
@@ -153,37 +154,6 @@ class DownloadError(AimlApiError):
 
 
 # --------------------------------------------------------------------------- wire models
-
-
-class _WireRequest(BaseModel):
-    """The JSON body we send; ``extra="forbid"`` makes a typo fail in our tests, not at the API."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    model: str
-    prompt: str
-    image_url: str
-    strength: float
-    guidance_scale: float
-    num_inference_steps: int
-    num_images: int
-    seed: int | None = None
-    enable_safety_checker: bool
-
-    @classmethod
-    def build(cls, model: str, request: GenerationRequest) -> _WireRequest:
-        params = request.parameters
-        return cls(
-            model=model,
-            prompt=params.prompt,
-            image_url=request.image_url,
-            strength=params.strength,
-            guidance_scale=params.guidance,
-            num_inference_steps=params.steps,
-            num_images=params.count,
-            seed=params.seed,
-            enable_safety_checker=params.safety_checker,
-        )
 
 
 class _Lenient(BaseModel):
@@ -333,7 +303,6 @@ class AimlApiClient:
         *,
         base_url: str,
         api_key: SecretStr,
-        model: str,
         deadline: float = 180.0,
         attempt_timeout: float = 120.0,
         max_attempts: int = 4,
@@ -351,7 +320,6 @@ class AimlApiClient:
         self._endpoint = base_url.rstrip("/") + GENERATIONS_PATH
         self._api_host = URL(base_url).host
         self._api_key = api_key
-        self._model = model
         self._deadline = deadline
         self._attempt_timeout = attempt_timeout
         self._max_attempts = max_attempts
@@ -364,19 +332,19 @@ class AimlApiClient:
         self._clock = clock
 
     def __repr__(self) -> str:
-        return f"AimlApiClient(endpoint={self._endpoint!r}, model={self._model!r})"
+        return f"AimlApiClient(endpoint={self._endpoint!r})"
 
     # ------------------------------------------------------------------ generate
 
     async def generate(
-        self, request: GenerationRequest, *, retry_rate_limited: bool = True
+        self, body: dict[str, Any], *, retry_rate_limited: bool = True
     ) -> GenerationResult:
         """Run one generation, retrying transient failures within attempts and the deadline.
 
         With ``retry_rate_limited=False`` a 429 is raised at once so the job queue can slow
         down as a whole instead of each job hammering the API on its own.
+        ``body`` comes from the model's registry entry (``services.model_registry``).
         """
-        body = _WireRequest.build(self._model, request).model_dump(exclude_none=True)
         started = self._clock()
         deadline_at = started + self._deadline
         attempt = 0
@@ -422,8 +390,9 @@ class AimlApiClient:
 
     def backoff(self, retry_index: int) -> float:
         """Equal-jitter exponential backoff: in ``[d/2, d]`` for ``d = min(cap, base * 2**n)``."""
-        ceiling = min(self._backoff_cap, self._backoff_base * 2**retry_index)
-        return ceiling / 2 + self._random() * ceiling / 2
+        return equal_jitter(
+            retry_index, base=self._backoff_base, cap=self._backoff_cap, random=self._random
+        )
 
     def _log_outcome(
         self,
