@@ -259,10 +259,3 @@ def _jpeg_header_size(data: bytes) -> tuple[int, int] | None:
         (length,) = struct.unpack_from(">H", data, position + 2)
         position += 2 + length
     return None
-
-
-def image_size(data: bytes, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -> tuple[int, int]:
-    """Width and height from the header alone (no pixel is decoded)."""
-    image, _ = _open(data, max_source_pixels)
-    with image:
-        return image.size
