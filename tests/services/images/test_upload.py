@@ -1,0 +1,86 @@
+"""services.images.upload: results fitted into a channel's upload limit."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+
+import pytest
+
+from services.images import upload
+from services.images.formats import ImageRejected
+from services.images.upload import EncodedFile, fit_for_upload
+from tests import images as fx
+from tests.services.images.helpers import decode
+
+# --- fitting uploads -----------------------------------------------------------------------------
+
+
+def test_fit_keeps_small_files_untouched() -> None:
+    data = fx.png(64, 48)
+    fitted = fit_for_upload(data, limit=10 * 1024 * 1024)
+    assert fitted == EncodedFile(data, "result.png", "image/png", 64, 48, reencoded=False)
+    jpeg = fx.jpeg(32, 16)
+    kept = fit_for_upload(jpeg, limit=len(jpeg), stem="out-1")
+    assert (kept.data, kept.filename, kept.reencoded) == (jpeg, "out-1.jpg", False)
+
+
+def test_fit_reencodes_as_webp_when_the_png_is_too_big() -> None:
+    data = fx.photo_like_png(256, 256)
+    fitted = fit_for_upload(data, limit=len(data) // 3)
+    assert (fitted.content_type, fitted.filename, fitted.reencoded) == (
+        "image/webp",
+        "result.webp",
+        True,
+    )
+    assert (fitted.width, fitted.height) == (256, 256)
+    assert len(fitted.data) <= len(data) // 3
+    assert decode(fitted.data).size == (256, 256)
+
+
+def test_fit_falls_back_to_jpeg_when_webp_is_too_big() -> None:
+    data = fx.photo_like_png(256, 256)
+    source = decode(data)
+    webp = io.BytesIO()
+    source.save(webp, "WEBP", quality=upload.UPLOAD_WEBP_QUALITY)
+    jpeg = io.BytesIO()
+    source.save(jpeg, "JPEG", quality=upload.UPLOAD_JPEG_QUALITY, optimize=True)
+    assert len(jpeg.getvalue()) < len(webp.getvalue())  # precondition of this test
+    limit = (len(jpeg.getvalue()) + len(webp.getvalue())) // 2
+    fitted = fit_for_upload(data, limit=limit)
+    assert (fitted.content_type, fitted.filename) == ("image/jpeg", "result.jpg")
+    assert (fitted.width, fitted.height) == (256, 256)
+    assert len(fitted.data) <= limit
+
+
+def test_fit_scales_down_when_no_encoding_fits() -> None:
+    data = fx.noise_png(640, 320)
+    fitted = fit_for_upload(data, limit=60_000)
+    assert fitted.reencoded
+    assert len(fitted.data) <= 60_000
+    assert 256 <= fitted.width < 640
+    assert abs(fitted.width / fitted.height - 2) < 0.02
+    assert decode(fitted.data).size == (fitted.width, fitted.height)
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_fit_with_no_room_at_all_is_rejected(limit: int) -> None:
+    with pytest.raises(ImageRejected):
+        fit_for_upload(fx.png(300, 300), limit=limit)
+
+
+def test_fit_gives_up_at_the_floor() -> None:
+    start = time.perf_counter()
+    with pytest.raises(ImageRejected) as caught:
+        fit_for_upload(fx.noise_png(1024, 1024), limit=2_000)
+    assert caught.value.reason == "upload_too_large"
+    assert "too large to upload here" in caught.value.user_message
+    assert time.perf_counter() - start < 3  # jumps towards the floor rather than crawling
+
+
+@pytest.mark.parametrize("make", [fx.text_file, fx.zero_bytes, fx.truncated_png, fx.pdf_named_png])
+@pytest.mark.parametrize("limit", [10, 10 * 1024 * 1024])
+def test_fit_rejects_what_is_not_a_picture(make: Callable[[], bytes], limit: int) -> None:
+    with pytest.raises(ImageRejected):
+        fit_for_upload(make(), limit=limit)
