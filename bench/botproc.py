@@ -62,12 +62,12 @@ class Monitor:
             start = loop.time()
             await asyncio.sleep(LAG_INTERVAL)
             self.lags.append(max(0.0, loop.time() - start - LAG_INTERVAL))
-            queue = self.bot.queue
+            queue = self.bot.generations.queue
             self.in_system_max = max(self.in_system_max, queue.waiting_count + queue.running_count)
 
     def stats(self) -> dict[str, Any]:
         lags = sorted(self.lags)
-        queue = self.bot.queue
+        queue = self.bot.generations.queue
         return {
             **proc_status(),
             "lag_max": lags[-1] if lags else 0.0,

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.errors import reply
+from cogs._replies import reply
 from services.safety import GuildSettings, TermsRejected, describe_terms, parse_terms
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class AdminCog(commands.Cog):
     )
     async def settings(
         self,
-        interaction: discord.Interaction,
+        interaction: discord.Interaction[FluxBot],
         unfiltered_in_nsfw: bool | None = None,
         open_rerolls: bool | None = None,
         blocked_words: app_commands.Range[str, 1, 2000] | None = None,
@@ -66,7 +66,7 @@ class AdminCog(commands.Cog):
             log.info("settings refused for %s in %s", interaction.user.id, interaction.guild_id)
             await reply(interaction, NOT_ALLOWED)
             return
-        current = await self.bot.store.get_guild_settings(interaction.guild_id)
+        current = await self.bot.store.guild_settings.get(interaction.guild_id)
         changes: dict[str, object] = {}
         if unfiltered_in_nsfw is not None:
             changes["unfiltered_in_nsfw"] = unfiltered_in_nsfw
@@ -81,7 +81,7 @@ class AdminCog(commands.Cog):
             changes["blocked_terms"] = terms
         if changes:
             current = current.model_copy(update=changes)
-            await self.bot.store.save_guild_settings(current, updated_by=interaction.user.id)
+            await self.bot.store.guild_settings.save(current, updated_by=interaction.user.id)
             log.info(
                 "guild %s: settings changed by %s (%s)",
                 interaction.guild_id,

@@ -9,24 +9,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs import render
+from cogs import _render as render
+from cogs._replies import UNEXPECTED, reply
+from services.errors import UserFacingError
 
 if TYPE_CHECKING:
     from bot import FluxBot
 
 log = logging.getLogger(__name__)
-
-UNEXPECTED = "Something went wrong on my side. Please try again in a minute."
-
-
-async def reply(interaction: discord.Interaction, text: str) -> None:
-    """Answer ephemerally whether or not the interaction was acknowledged already."""
-    if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=True, allowed_mentions=render.NO_MENTIONS)
-    else:
-        await interaction.response.send_message(
-            text, ephemeral=True, allowed_mentions=render.NO_MENTIONS
-        )
 
 
 def user_message_for(error: app_commands.AppCommandError) -> str | None:
@@ -34,8 +24,8 @@ def user_message_for(error: app_commands.AppCommandError) -> str | None:
     original = getattr(error, "original", error)
     if isinstance(original, discord.Forbidden):
         return render.MISSING_PERMISSION
-    if message := getattr(original, "user_message", None):
-        return str(message)
+    if isinstance(original, UserFacingError):
+        return original.user_message
     if isinstance(error, app_commands.TransformerError):
         return "One of the options has a value I can't use. Check it and try again."
     if isinstance(error, app_commands.CheckFailure):
@@ -55,7 +45,7 @@ class ErrorsCog(commands.Cog):
         self.bot.tree.on_error = self._previous  # type: ignore[method-assign]
 
     async def on_app_command_error(
-        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+        self, interaction: discord.Interaction[FluxBot], error: app_commands.AppCommandError
     ) -> None:
         text = user_message_for(error)
         if text is None:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
-from pydantic import ValidationError
 
-from cogs import render
-from cogs.errors import reply
-from cogs.publisher import uploads
-from cogs.render import is_nsfw
+from cogs import _render as render
+from cogs._replies import reply
+from cogs._uploads import uploads
+from services.errors import UserFacingError
 from services.images import (
     ImageRejected,
     PreparedImage,
@@ -21,62 +21,71 @@ from services.images import (
     fit_for_upload,
     normalise_reference,
 )
-from services.jobs import QUEUED_FOR_RESTART, QueueRefused
-from services.parameters import SEED_MAX, GenerationParameters, describe_invalid
-from services.safety import PromptBlocked, check_prompt, safety_checker_enabled
+from services.jobs import QUEUED_FOR_RESTART
+from services.parameters import (
+    COUNT,
+    GUIDANCE,
+    PROMPT,
+    SEED,
+    STEPS,
+    STRENGTH,
+    GenerationParameters,
+    parse_parameters,
+)
+from services.safety import check_prompt, safety_checker_enabled
 from services.store import Generation, GenerationKind, NewGeneration
 
 if TYPE_CHECKING:
     from bot import FluxBot
 
+    Interaction = discord.Interaction[FluxBot]
+
 log = logging.getLogger(__name__)
 
 #: Largest reference attachment we download; it is scaled down to MAX_INPUT_MEGAPIXELS anyway.
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
+INTAKE_CONCURRENCY = 4
 THREADABLE = (discord.TextChannel,)
 
 
 class ImagineCog(commands.Cog):
     def __init__(self, bot: FluxBot) -> None:
         self.bot = bot
+        #: Commands whose image work (download, decode, re-host) runs at once; a burst waits its
+        #: turn after its card is up, so answering interactions never competes with image work.
+        self.intake = asyncio.Semaphore(INTAKE_CONCURRENCY)
 
+    # Ranges and descriptions come from the parameter specs (services/parameters.py).
     @app_commands.command(name="imagine")
     @app_commands.describe(
         image="The picture to remix (PNG, JPEG, WebP or GIF)",
-        prompt="What the new image should show",
-        strength="How far to move away from your picture: 0.01 keeps it, 1.0 ignores it (0.95)",
-        seed="Same seed + same settings = same image (random if empty)",
-        steps="More steps: finer detail, slower (28)",
-        guidance="How closely to follow the prompt (3.5)",
-        count="How many images to make (1)",
+        prompt=PROMPT.help,
+        **{spec.name: spec.description for spec in (STRENGTH, SEED, STEPS, GUIDANCE, COUNT)},
     )
     async def imagine(
         self,
-        interaction: discord.Interaction,
+        interaction: Interaction,
         image: discord.Attachment,
-        prompt: app_commands.Range[str, 1, 4000],
-        strength: app_commands.Range[float, 0.01, 1.0] | None = None,
-        seed: app_commands.Range[int, 1, SEED_MAX] | None = None,
-        steps: app_commands.Range[int, 1, 50] | None = None,
-        guidance: app_commands.Range[float, 1.0, 20.0] | None = None,
-        count: app_commands.Range[int, 1, 4] | None = None,
+        prompt: app_commands.Range[str, PROMPT.min_length, PROMPT.max_length],
+        strength: app_commands.Range[float, STRENGTH.minimum, STRENGTH.maximum] | None = None,
+        seed: app_commands.Range[int, int(SEED.minimum), int(SEED.maximum)] | None = None,
+        steps: app_commands.Range[int, int(STEPS.minimum), int(STEPS.maximum)] | None = None,
+        guidance: app_commands.Range[float, GUIDANCE.minimum, GUIDANCE.maximum] | None = None,
+        count: app_commands.Range[int, int(COUNT.minimum), int(COUNT.maximum)] | None = None,
     ) -> None:
         """Remix an image with FLUX: attach a picture and describe what it should become."""
         options = {"strength": strength, "seed": seed, "steps": steps, "guidance": guidance}
         options["count"] = count
         try:
-            parameters = GenerationParameters(
+            parameters = parse_parameters(
                 prompt=prompt, **{k: v for k, v in options.items() if v is not None}
             )
             parameters = await self._apply_policy(interaction, parameters)
             check_attachment_meta(
                 image.content_type, image.size, image.filename, max_bytes=MAX_REFERENCE_BYTES
             )
-            await self.bot.admit(interaction.user.id, interaction.guild_id)
-        except ValidationError as exc:
-            await reply(interaction, describe_invalid(exc))
-            return
-        except (ImageRejected, QueueRefused, PromptBlocked) as exc:
+            await self.bot.generations.admit(interaction.user.id, interaction.guild_id)
+        except UserFacingError as exc:
             await reply(interaction, exc.user_message)
             return
 
@@ -89,9 +98,9 @@ class ImagineCog(commands.Cog):
             return
         card = self._card(interaction, callback.message_id)
         try:
-            async with self.bot.intake:
+            async with self.intake:
                 generation = await self._start(interaction, card, parameters, image)
-        except (ImageRejected, QueueRefused) as exc:
+        except UserFacingError as exc:
             await self._turn_card_down(
                 card, parameters.prompt, interaction.user.id, exc.user_message
             )
@@ -103,7 +112,7 @@ class ImagineCog(commands.Cog):
             )
             return
         log.info("generation %s: /imagine by %s", generation.id, interaction.user.id)
-        if self.bot.queue.stopping:
+        if self.bot.generations.stopping:
             await reply(interaction, QUEUED_FOR_RESTART)
 
     async def _turn_card_down(
@@ -118,7 +127,7 @@ class ImagineCog(commands.Cog):
 
     async def _start(
         self,
-        interaction: discord.Interaction,
+        interaction: Interaction,
         card: discord.PartialMessage,
         parameters: GenerationParameters,
         image: discord.Attachment,
@@ -126,7 +135,7 @@ class ImagineCog(commands.Cog):
         """After the card is up: the checks that need the bytes, the thread, then the queue."""
         reference = await self._prepare_reference(image)
         if len(reference.data) > interaction.filesize_limit:
-            reference = await self.bot.image_work(
+            reference = await self.bot.images.run(
                 fit_reference, reference, limit=interaction.filesize_limit
             )
         thread_id = await self._results_thread(interaction, card, parameters.prompt)
@@ -134,6 +143,7 @@ class ImagineCog(commands.Cog):
         new = NewGeneration(
             parameters=parameters,
             kind=GenerationKind.IMAGINE,
+            model=self.bot.settings.aimlapi_model,
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
             channel_id=card.channel.id,
@@ -143,20 +153,19 @@ class ImagineCog(commands.Cog):
             reference_url=reference_url,
             upload_limit=interaction.filesize_limit,
         )
-        generation, _ = await self.bot.enqueue(new)
-        return generation
+        return (await self.bot.generations.submit(new)).generation
 
     async def _apply_policy(
-        self, interaction: discord.Interaction, parameters: GenerationParameters
+        self, interaction: Interaction, parameters: GenerationParameters
     ) -> GenerationParameters:
         """The guild's blocked terms, and the safety checker: on unless allowed off right here."""
         guild_id = interaction.guild_id
-        settings = await self.bot.store.get_guild_settings(guild_id) if guild_id else None
+        settings = await self.bot.store.guild_settings.get(guild_id) if guild_id else None
         check_prompt(parameters.prompt, settings)
-        checker = safety_checker_enabled(settings, channel_nsfw=is_nsfw(interaction.channel))
+        checker = safety_checker_enabled(settings, channel_nsfw=render.is_nsfw(interaction.channel))
         return parameters.model_copy(update={"safety_checker": checker})
 
-    def _card(self, interaction: discord.Interaction, card_id: int) -> discord.PartialMessage:
+    def _card(self, interaction: Interaction, card_id: int) -> discord.PartialMessage:
         """The card as a message we edit with the bot token, not the 15-minute interaction one."""
         channel_id = interaction.channel_id or 0
         messageable = self.bot.get_partial_messageable(channel_id, guild_id=interaction.guild_id)
@@ -170,7 +179,7 @@ class ImagineCog(commands.Cog):
             raise ImageRejected(
                 "I couldn't download your image. Attach it again.", reason="download_failed"
             ) from None
-        return await self.bot.image_work(
+        return await self.bot.images.run(
             normalise_reference, data, max_megapixels=self.bot.settings.max_input_megapixels
         )
 
@@ -183,11 +192,11 @@ class ImagineCog(commands.Cog):
             edited = await card.edit(
                 embed=embed, attachments=files, allowed_mentions=render.NO_MENTIONS
             )
-        self.bot.publisher.cards.note_edited(card.id)
+        self.bot.generations.cards.note_edited(card.id)
         return edited.attachments[0].url
 
     async def _results_thread(
-        self, interaction: discord.Interaction, card: discord.PartialMessage, prompt: str
+        self, interaction: Interaction, card: discord.PartialMessage, prompt: str
     ) -> int | None:
         """A new thread on the card where Discord allows one; None means reply in the channel."""
         channel = interaction.channel

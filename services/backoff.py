@@ -13,5 +13,5 @@ def equal_jitter(
     ``d = min(cap, base * 2**retry_index)``. Half fixed, half random: waits still grow, yet many
     callers that failed together do not come back together.
     """
-    ceiling = min(cap, base * 2**retry_index)
+    ceiling = min(cap, base * 2.0**retry_index)
     return ceiling / 2 + random() * ceiling / 2

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from services.backoff import equal_jitter
+from services.errors import UserFacingError
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,8 @@ class Job:
             release()
 
 
-class QueueRefused(Exception):
+class QueueRefused(UserFacingError):
     """A job that is not accepted; ``user_message`` says why in plain words."""
-
-    def __init__(self, user_message: str) -> None:
-        super().__init__(user_message)
-        self.user_message = user_message
 
 
 class RateLimited(Exception):
@@ -268,6 +265,10 @@ class JobQueue:
         if not self._stopping:
             self._paused = False
             self._pump()
+
+    def pause(self) -> None:
+        """Start nothing new until ``start()``; running jobs go on."""
+        self._paused = True
 
     async def wait_idle(self) -> None:
         await self._idle.wait()

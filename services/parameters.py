@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from services.errors import UserFacingError
+
 SEED_MAX = 4_294_967_295
 
 
@@ -59,8 +61,13 @@ class NumberSpec:
         return f"{self.help} ({default})"
 
     def show(self, value: float | None) -> str:
-        """A value as a member would type it back (the Remix modal pre-fills with this)."""
-        return "" if value is None else _number(value)
+        """A value as a member would type it back (the Remix form pre-fills with this).
+
+        Empty when out of range: a seed the API invented may be one no member could type.
+        """
+        if value is None or not self.minimum <= value <= self.maximum:
+            return ""
+        return str(int(value)) if self.kind is int else _number(value)
 
     def field(self) -> Any:
         return Field(default=self.default, ge=self.minimum, le=self.maximum, title=self.label)
@@ -94,7 +101,8 @@ COUNT = NumberSpec("count", "Count", "How many images to make", int, 1, 4, 1)
 
 #: Every numeric knob, in the order members see them.
 NUMBERS: tuple[NumberSpec, ...] = (STRENGTH, SEED, STEPS, GUIDANCE, COUNT)
-SPECS: dict[str, TextSpec | NumberSpec] = {spec.name: spec for spec in (PROMPT, *NUMBERS)}
+_ALL: tuple[TextSpec | NumberSpec, ...] = (PROMPT, *NUMBERS)
+SPECS: dict[str, TextSpec | NumberSpec] = {spec.name: spec for spec in _ALL}
 PROMPT_MAX = PROMPT.max_length
 
 
@@ -148,3 +156,15 @@ def describe_invalid(exc: ValidationError) -> str:
             return f"{label} must be a number."
         case _:
             return f"{label} is not valid: {error['msg']}."
+
+
+class InvalidParameters(UserFacingError):
+    """Values a member typed that no generation accepts; the message names the first problem."""
+
+
+def parse_parameters(**values: object) -> GenerationParameters:
+    """Parameters from a command or a form; raises :class:`InvalidParameters` in plain words."""
+    try:
+        return GenerationParameters.model_validate(values)
+    except ValidationError as exc:
+        raise InvalidParameters(describe_invalid(exc)) from None

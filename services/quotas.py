@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 
+from services.clock import discord_relative, utc_now
 from services.jobs import QueueRefused
 from services.store import GenerationStatus, Store
 
@@ -24,15 +25,6 @@ COUNTED = frozenset(
         GenerationStatus.DONE,
     }
 )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def discord_relative(moment: datetime) -> str:
-    """Discord's ``<t:UNIX:R>`` markup ("in 5 hours", in the reader's own time zone)."""
-    return f"<t:{int(moment.timestamp())}:R>"
 
 
 class QuotaExceeded(QueueRefused):
@@ -75,7 +67,7 @@ class DailyQuotas:
             return
         since, resets_at = self.today()
         for limit, scope, who in scopes:
-            used = await self._store.count_since(since=since, statuses=COUNTED, **scope)
+            used = await self._store.generations.count_since(since=since, statuses=COUNTED, **scope)
             if used >= limit:
                 raise QuotaExceeded(
                     f"{who} {limit} images for today. "

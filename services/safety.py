@@ -19,6 +19,8 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.errors import UserFacingError
+
 #: Caps that keep the stored list, the admin reply and the matching cost small.
 MAX_TERMS: Final = 100
 MAX_TERM_CHARS: Final = 50
@@ -42,12 +44,8 @@ def normalise_term(term: str) -> str:
     return f"{joined}*" if prefix and joined else joined
 
 
-class TermsRejected(ValueError):
+class TermsRejected(UserFacingError):
     """A blocked-word list an admin cannot save; ``user_message`` says why."""
-
-    def __init__(self, user_message: str) -> None:
-        super().__init__(user_message)
-        self.user_message = user_message
 
 
 def parse_terms(text: str) -> tuple[str, ...]:
@@ -114,16 +112,15 @@ class GuildSettings(BaseModel):
         return value
 
 
-class PromptBlocked(ValueError):
+class PromptBlocked(UserFacingError):
     """A prompt the guild's policy refuses; ``user_message`` is shown privately to its author."""
 
     def __init__(self, term: str) -> None:
         self.term = term
-        self.user_message = (
+        super().__init__(
             f"This server doesn't allow prompts with “{term.rstrip('*')}”. "
             "Change the prompt and try again."
         )
-        super().__init__(self.user_message)
 
 
 def check_prompt(prompt: str, settings: GuildSettings | None) -> None:

@@ -46,6 +46,7 @@ from sqlalchemy.engine import URL, Row, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
+from services.model_registry import DEFAULT_MODEL
 from services.parameters import (
     GenerationParameters,
 )
@@ -384,6 +385,7 @@ class NewGeneration(BaseModel):
     card_channel_id: Snowflake | None = None
     card_message_id: Snowflake | None = None
     parameters: GenerationParameters
+    model: str = DEFAULT_MODEL
     reference_url: str = Field(min_length=1)
     #: The channel's upload limit as the interaction reported it (discord.py's guild cache only
     #: knows boost tiers), so results are fitted to what Discord will actually accept.
@@ -418,6 +420,7 @@ class Generation(BaseModel):
     nsfw_withheld: int = 0
     cancelled_by: int | None = None
     upload_limit: int | None = None
+    model: str = DEFAULT_MODEL
 
     def follow_up(
         self, *, kind: GenerationKind, user_id: int, parameters: GenerationParameters
@@ -435,6 +438,7 @@ class Generation(BaseModel):
             card_message_id=self.card_message_id,
             reference_url=self.reference_url,
             upload_limit=self.upload_limit,
+            model=self.model,
         )
 
 
@@ -463,6 +467,17 @@ def _to_model(row: Row[Any]) -> Generation:
     return Generation.model_validate(values | {"parameters": parameters})
 
 
+class _Repository:
+    """Interim: the repository API the callers use, over this one class (a package replaces it)."""
+
+    def __init__(self, store: Store, names: dict[str, str]) -> None:
+        self._store = store
+        self._names = names
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, self._names.get(name, name))
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -482,6 +497,25 @@ class Store:
         self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
+
+    @property
+    def generations(self) -> Any:
+        return _Repository(
+            self,
+            {
+                "create": "create_generation",
+                "get": "get_generation",
+                "unfinished": "unfinished_generations",
+            },
+        )
+
+    @property
+    def guild_settings(self) -> Any:
+        return _Repository(self, {"get": "get_guild_settings", "save": "save_guild_settings"})
+
+    @property
+    def meta(self) -> Any:
+        return _Repository(self, {"get": "get_meta", "set": "set_meta"})
 
     @classmethod
     async def open(cls, url: str, *, clock: Clock = utc_now) -> Store:
@@ -528,7 +562,7 @@ class Store:
     ) -> Generation:
         """Store an accepted job as ``queued``; its id is what the buttons will carry."""
         values = (
-            new.model_dump(exclude={"parameters"})
+            new.model_dump(exclude={"parameters", "model"})
             | _parameter_values(new.parameters)
             | {
                 "status": GenerationStatus.QUEUED,

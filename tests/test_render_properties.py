@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from cogs import render
+from cogs import _render as render
 from services.aimlapi import GeneratedImage, GenerationResult
 from services.parameters import PROMPT_MAX, SEED_MAX, GenerationParameters, describe_invalid
 from services.store import Generation, GenerationStatus

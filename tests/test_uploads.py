@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cogs.publisher import uploads
+from cogs._uploads import uploads
 
 
 def test_buffers_are_closed_after_the_send_and_after_a_failed_send():

@@ -35,6 +35,7 @@ from yarl import URL
 
 from services.aimlapi.types import GeneratedImage, GenerationResult
 from services.backoff import equal_jitter
+from services.errors import UserFacingError
 from services.images import sniff_image_type
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ Sleep = Callable[[float], Awaitable[object]]
 # --------------------------------------------------------------------------- errors
 
 
-class AimlApiError(Exception):
+class AimlApiError(UserFacingError):
     """Base of every client failure.
 
     ``str()`` is for operators' logs (no secrets, no body dumps); ``user_message`` is for members.

@@ -18,6 +18,8 @@ from typing import Final
 
 from PIL import Image, ImageFile
 
+from services.errors import UserFacingError
+
 # Register Pillow's plugins now, once, rather than lazily inside the first calls made from threads.
 Image.init()
 
@@ -80,7 +82,7 @@ DAMAGED: Final = (
 )
 
 
-class ImageRejected(ValueError):
+class ImageRejected(UserFacingError):
     """Input we cannot use; ``user_message`` says what was wrong and what to do, in plain words.
 
     ``reason`` is a short stable code for logs and tests (``not_image``, ``empty``, ``too_big``,
@@ -88,8 +90,7 @@ class ImageRejected(ValueError):
     """
 
     def __init__(self, user_message: str, *, reason: str) -> None:
-        super().__init__(f"{reason}: {user_message}")
-        self.user_message = user_message
+        super().__init__(user_message, detail=f"{reason}: {user_message}")
         self.reason = reason
 
 

@@ -79,7 +79,7 @@ async def test_over_the_per_member_cap_is_refused_privately_and_never_stored(wor
     assert third.original_message is None
     other = await card_of(await world.imagine("bob's", user=world.bob))  # the cap is per member
     await world.card_status(other, "⏳ Queued — you're next")  # bob was not served yet
-    assert world.bot is not None and world.bot.queue.waiting_count == 2
+    assert world.bot is not None and world.bot.generations.queue.waiting_count == 2
 
 
 async def test_a_daily_quota_refuses_commands_and_buttons_and_says_when_it_resets(world: World):
@@ -108,7 +108,9 @@ async def test_a_daily_quota_refuses_commands_and_buttons_and_says_when_it_reset
 async def test_a_429_storm_slows_the_queue_and_every_image_is_delivered(world: World, storm):
     await world.restart_bot(max_concurrent_jobs=4, max_queued_per_user=3)
     assert world.bot is not None
-    world.bot.queue.backoff_base = 0.02  # the fake sends no Retry-After; keep the test quick
+    world.bot.generations.queue.backoff_base = (
+        0.02  # the fake sends no Retry-After; keep the test quick
+    )
     world.api.latency = 0.05
     if storm == "concurrency":
         world.api.max_concurrency = 2  # a plan smaller than MAX_CONCURRENT_JOBS
@@ -149,7 +151,7 @@ async def test_jobs_queued_at_a_restart_finish_after_it_in_their_order(world: Wo
 
     # Stored order is the order the jobs were accepted, which concurrent intake may swap.
     assert world.bot is not None
-    stored = [await world.bot.store.latest_for_card(card_id) for card_id in cards]
+    stored = [await world.bot.store.generations.latest_for_card(card_id) for card_id in cards]
     accepted = [g.parameters.prompt for g in sorted(stored, key=lambda g: g.id)]  # type: ignore[union-attr]
     assert [r["prompt"] for r in world.api.requests] == [accepted[0], *accepted]
 
@@ -201,5 +203,5 @@ async def test_the_author_can_cancel_a_waiting_job_and_another_member_cannot(wor
     await cancelled.response()
     card = await world.card_status(card_id, "🚫 Cancelled")
     assert not card["components"], "no Cancel button on a cancelled card"
-    assert world.bot is not None and world.bot.queue.waiting_count == 0
+    assert world.bot is not None and world.bot.generations.queue.waiting_count == 0
     assert [r["prompt"] for r in world.api.requests] == ["keeps the slot busy"]

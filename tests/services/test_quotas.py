@@ -98,8 +98,11 @@ async def test_the_guild_limit_counts_every_member_and_spares_dms(store: Store, 
 
 
 async def test_zero_means_unlimited(store: Store, clock: Clock):
-    quotas = DailyQuotas(store, clock=clock)
-    for _ in range(5):
+    unlimited = DailyQuotas(store, user_limit=0, guild_limit=0, clock=clock)
+    capped = DailyQuotas(store, user_limit=20, guild_limit=20, clock=clock)
+    for _ in range(20):
         await add_job(store, user_id=1)
-    await quotas.check(1, GUILD)
-    assert (quotas.user_limit, quotas.guild_limit) == (0, 0)
+    await unlimited.check(1, GUILD)  # 20 today, and still no refusal
+    await unlimited.check(1, None)
+    with pytest.raises(QuotaExceeded):  # the same day with a limit does refuse
+        await capped.check(1, GUILD)

@@ -381,7 +381,9 @@ async def test_schema_matches_runtime_tables(store: Store) -> None:
         for table in metadata.sorted_tables
     }
     assert found == expected
-    fields = set(Generation.model_fields) - {"parameters"} | set(PARAMETER_COLUMNS.values())
+    fields = set(Generation.model_fields) - {"parameters", "model"} | set(
+        PARAMETER_COLUMNS.values()
+    )
     assert fields == expected["generations"][0]
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from services.aimlapi import RateLimitedError
 from services.jobs import Job, RateLimited
-from services.model_registry import DEFAULT_MODEL, model_entry
 from services.store import Generation, GenerationStatus, Store
 from services.worker import BUSY_TOO_LONG, GenerationWorker
 from tests.services.test_store import new
@@ -37,14 +36,14 @@ class Publisher:
     async def fresh_reference_url(self, generation: Generation) -> str:
         return generation.reference_url
 
-    async def job_started(self, generation: Generation) -> None:
-        pass
-
     async def job_succeeded(self, *_: object) -> list[int]:
         raise AssertionError("a busy API never succeeds")
 
     async def job_failed(self, generation: Generation, reason: str) -> None:
         self.failed.append((generation.id, reason))
+
+    async def edit_card(self, card_message_id: int) -> None:
+        raise AssertionError("cards are the service's business, not the worker's")
 
 
 @pytest.fixture
@@ -54,35 +53,42 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def queued(store: Store) -> Generation:
-    return await store.create_generation(new(), created_at=T0)
+    return await store.generations.create(new(), created_at=T0)
 
 
-def worker(store: Store, api: BusyApi, publisher: Publisher, now: datetime, **kw: Any):
+def worker(
+    store: Store,
+    api: BusyApi,
+    publisher: Publisher,
+    now: datetime,
+    shown: list[Generation] | None = None,
+) -> GenerationWorker:
     return GenerationWorker(
         store=store,
         api=api,  # type: ignore[arg-type]
-        model=model_entry(DEFAULT_MODEL),
-        publisher=publisher,
+        publisher=lambda: publisher,
+        show_on_card=(shown if shown is not None else []).append,
         job_timeout_seconds=600,
         now=lambda: now,
-        **kw,
     )
 
 
 async def test_a_429_puts_a_young_job_back_in_line_for_the_queue_to_retry(store: Store):
     generation = await queued(store)
-    api, publisher, requeued = BusyApi(), Publisher(), []
-    run = worker(store, api, publisher, T0 + timedelta(seconds=599), on_requeued=requeued.append)
+    api, publisher, shown = BusyApi(), Publisher(), []
+    run = worker(store, api, publisher, T0 + timedelta(seconds=599), shown)
 
     with pytest.raises(RateLimited) as raised:
         await run(Job(generation.id, user_id=1))
 
     assert raised.value.retry_after == 3.0
     assert api.calls == [{"retry_rate_limited": False}]  # no retrying on its own
-    stored = await store.get_generation(generation.id)
+    stored = await store.generations.get(generation.id)
     assert stored is not None and stored.status == GenerationStatus.QUEUED
     assert stored.started_at is None and stored.attempts == 1
-    assert [g.id for g in requeued] == [generation.id] and publisher.failed == []
+    # The card showed "generating", then "queued" again; nothing was reported as failed.
+    assert [g.status for g in shown] == [GenerationStatus.RUNNING, GenerationStatus.QUEUED]
+    assert publisher.failed == []
 
 
 async def test_a_429_after_job_timeout_fails_the_job_plainly(store: Store):
@@ -92,7 +98,7 @@ async def test_a_429_after_job_timeout_fails_the_job_plainly(store: Store):
 
     await run(Job(generation.id, user_id=1))  # no RateLimited: the job is over
 
-    stored = await store.get_generation(generation.id)
+    stored = await store.generations.get(generation.id)
     assert stored is not None and stored.status == GenerationStatus.FAILED
     assert stored.error == BUSY_TOO_LONG
     assert publisher.failed == [(generation.id, BUSY_TOO_LONG)]

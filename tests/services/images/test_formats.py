@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
+from services.errors import UserFacingError
 from services.images import formats
 from services.images.formats import ImageRejected, check_attachment_meta, sniff_image_type
 from services.images.reference import normalise_reference
@@ -133,7 +134,7 @@ def test_hostile_input_is_rejected_in_plain_words(make: Callable[[], bytes], rea
             normalise_reference(data)
     assert caught.value.reason == reason
     assert caught.value.user_message.strip()
-    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, UserFacingError)
 
 
 def test_bombs_are_refused_before_decoding() -> None:

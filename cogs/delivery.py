@@ -1,26 +1,23 @@
-"""The Discord side of the worker: posts results, failures and card updates with the bot token.
+"""Delivery: posts results, failures and card updates with the bot token.
 
-Nothing here uses the interaction token: a queued job can outlive it (15 min), so every later
-message goes to the thread or channel through the channel endpoints.
+An extension that attaches its publisher to the generation service when it loads and detaches it
+when it unloads. Nothing here uses the interaction token: a queued job can outlive it (15 min),
+so every later message goes to the thread or channel through the channel endpoints.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import discord
 
-from cogs import render
-from cogs.buttons import card_view, result_view
-from cogs.render import is_nsfw
+from cogs import _render as render
+from cogs._components import card_view, result_view
+from cogs._uploads import uploads
 from services.aimlapi import GenerationResult
-from services.card_updates import CardUpdater
 from services.images import EncodedFile, ImageRejected, fit_for_upload
-from services.store import Generation
+from services.store import Generation, GenerationKind
 from services.worker import DeliveryFailed, ReferenceUnavailable
 
 if TYPE_CHECKING:
@@ -36,34 +33,9 @@ TOO_LARGE_NOW = (
 )
 
 
-@contextlib.contextmanager
-def uploads(items: Iterable[tuple[bytes, str, bool]]) -> Iterator[list[discord.File]]:
-    """Files for one send, their buffers freed when it ends.
-
-    aiohttp's idle pooled connections can keep their last request's body alive, and
-    ``BytesIO.getbuffer`` makes the buffer a private copy: without closing it, a burst of
-    uploads kept ~1.5 MB per request until each connection was reused (measured with memray).
-    discord.py also closes the File after a send, so a retry needs new ones (made per call).
-    """
-    buffers: list[io.BytesIO] = []
-    files = []
-    for data, filename, spoiler in items:
-        buffers.append(io.BytesIO(data))
-        files.append(discord.File(buffers[-1], filename=filename, spoiler=spoiler))
-    try:
-        yield files
-    finally:
-        for buffer in buffers:
-            # discord.File stubs out ``close`` on the object, so call the class's own; a view
-            # still exported elsewhere keeps the buffer, which only costs memory.
-            with contextlib.suppress(BufferError):
-                io.BytesIO.close(buffer)
-
-
 class DiscordPublisher:
     def __init__(self, bot: FluxBot) -> None:
         self.bot = bot
-        self.cards = CardUpdater(self._edit_card)
 
     # -- where things go ----------------------------------------------------------------
 
@@ -85,15 +57,15 @@ class DiscordPublisher:
         channel = self.bot.get_channel(generation.thread_id or generation.channel_id)
         if channel is None and generation.thread_id:
             channel = self.bot.get_channel(generation.channel_id)
-        return is_nsfw(channel)
+        return render.is_nsfw(channel)
 
     # -- cards ----------------------------------------------------------------------------
 
-    async def _edit_card(self, card_message_id: int) -> None:
-        generation = await self.bot.store.latest_for_card(card_message_id)
+    async def edit_card(self, card_message_id: int) -> None:
+        generation = await self.bot.store.generations.latest_for_card(card_message_id)
         if generation is None or generation.card_channel_id is None:
             return
-        ahead = self.bot.queue.jobs_ahead(generation.id)
+        ahead = self.bot.generations.jobs_ahead(generation.id)
         embed = render.card_embed(generation, ahead=ahead)
         card = self._messageable(generation.card_channel_id, generation.guild_id)
         message = card.get_partial_message(card_message_id)
@@ -106,7 +78,7 @@ class DiscordPublisher:
         except (discord.NotFound, discord.Forbidden) as exc:
             log.info("card %s: not editable any more (%s)", card_message_id, exc.status)
 
-    # -- ResultPublisher ------------------------------------------------------------------
+    # -- results ------------------------------------------------------------------------
 
     async def fresh_reference_url(self, generation: Generation) -> str:
         """The card's reference URL, fetched again unless it was attached a moment ago.
@@ -114,23 +86,20 @@ class DiscordPublisher:
         Signed CDN URLs expire after about a day, so any later job (reroll, remix, resumed
         job) asks Discord for the card again, which also notices a deleted card.
         """
-        if generation.kind == "imagine" and generation.attempts <= 1:
+        if generation.kind is GenerationKind.IMAGINE and generation.attempts <= 1:
             return generation.reference_url
         if generation.card_message_id is None or generation.card_channel_id is None:
-            raise ReferenceUnavailable
+            raise ReferenceUnavailable()
         channel = self._messageable(generation.card_channel_id, generation.guild_id)
         try:
             card = await channel.fetch_message(generation.card_message_id)
         except discord.NotFound:
-            raise ReferenceUnavailable from None
+            raise ReferenceUnavailable() from None
         url = next((a.url for a in card.attachments if a.filename.startswith(REFERENCE_STEM)), None)
         if url is None:
-            raise ReferenceUnavailable
-        await self.bot.store.set_reference_url(generation.id, url)
+            raise ReferenceUnavailable()
+        await self.bot.store.generations.set_reference_url(generation.id, url)
         return url
-
-    async def job_started(self, generation: Generation) -> None:
-        self._request_card(generation)
 
     async def job_succeeded(
         self, generation: Generation, result: GenerationResult, images: list[bytes]
@@ -146,7 +115,7 @@ class DiscordPublisher:
         files: list[tuple[EncodedFile, bool]] = []
         for index, (data, flagged) in enumerate(shown, start=1):
             try:
-                encoded = await self.bot.image_work(
+                encoded = await self.bot.images.run(
                     fit_for_upload, data, limit=limit, stem=f"fluxbot-{generation.id}-{index}"
                 )
             except ImageRejected as exc:
@@ -164,7 +133,6 @@ class DiscordPublisher:
                 "and this channel is not marked NSFW."
             )
             message_ids.append(await self._send_text(generation, notice))
-        self._request_card(generation)
         return message_ids
 
     async def job_failed(self, generation: Generation, reason: str) -> None:
@@ -174,13 +142,8 @@ class DiscordPublisher:
             )
         except discord.HTTPException as exc:
             log.warning("generation %s: could not report failure (%s)", generation.id, exc.status)
-        self._request_card(generation)
 
     # -- sending --------------------------------------------------------------------------
-
-    def _request_card(self, generation: Generation) -> None:
-        if generation.card_message_id is not None:
-            self.cards.request(generation.card_message_id)
 
     async def _send(
         self, generation: Generation, encoded: list[tuple[EncodedFile, bool]], **fields: Any
@@ -247,3 +210,11 @@ class DiscordPublisher:
     ) -> int:
         extra = {"view": view} if view is not None else {}
         return (await self._send(generation, [], content=text, **extra)).id
+
+
+async def setup(bot: FluxBot) -> None:
+    bot.generations.attach(DiscordPublisher(bot))
+
+
+async def teardown(bot: FluxBot) -> None:
+    bot.generations.detach()

@@ -1,0 +1,298 @@
+"""Buttons, the Remix form and the views that carry them: stateless, keyed by a stored generation.
+
+A custom id is ``fluxbot:<action>:<generation_id>`` (DESIGN §2); ``cogs/buttons.py`` registers the
+classes with ``add_dynamic_items``, so a button from any earlier run still finds its generation in
+the store. The Remix form is answered by custom id too (``handle_remix_submit``), so a form opened
+before a restart still works after it. Each press calls one ``GenerationService`` method.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from typing import TYPE_CHECKING, Any, cast
+
+import discord
+
+from cogs._render import NO_MENTIONS
+from cogs._replies import UNEXPECTED, reply
+from services.errors import UserFacingError
+from services.jobs import QUEUED_FOR_RESTART
+from services.parameters import (
+    GUIDANCE,
+    PROMPT,
+    SEED,
+    STEPS,
+    STRENGTH,
+    GenerationParameters,
+    parse_parameters,
+)
+from services.safety import check_prompt
+from services.store import Generation, GenerationKind, GenerationStatus
+
+if TYPE_CHECKING:
+    from bot import FluxBot
+
+    Interaction = discord.Interaction[FluxBot]
+
+log = logging.getLogger(__name__)
+
+MODAL_PREFIX = "fluxbot:remix-modal:"
+MODAL_ID = re.compile(r"fluxbot:remix-modal:(?P<id>[0-9]{1,20}):[0-9a-f]{8}")
+GONE = "I can't find this image in my records any more. Start again with /imagine."
+ONLY_AUTHOR = "Only the member who asked for this image can use its buttons."
+#: The form's numeric fields, in order, after the prompt (a modal holds at most five inputs).
+REMIX_NUMBERS = (STRENGTH, SEED, STEPS, GUIDANCE)
+#: Room for any value in range (a ten-digit seed, ``0.123456789``).
+MAX_NUMBER_LENGTH = 12
+
+
+def may_control(
+    interaction: Interaction, generation: Generation, *, open_to_all: bool = False
+) -> bool:
+    """The member who asked, a member who may manage messages here, or anyone if opened."""
+    if interaction.user.id == generation.user_id:
+        return True
+    if interaction.guild is None:
+        return False
+    return open_to_all or interaction.permissions.manage_messages
+
+
+async def opens_to_all(interaction: Interaction) -> bool:
+    """Whether this guild lets anyone press Reroll and Remix (``/fluxbot-settings``)."""
+    if interaction.guild_id is None:
+        return False
+    settings = await interaction.client.store.guild_settings.get(interaction.guild_id)
+    return settings.open_rerolls
+
+
+class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"):
+    """Shared parsing and the author check; subclasses set ``action`` and ``press``."""
+
+    action = ""
+    refusal = ONLY_AUTHOR
+    label = ""
+    emoji = ""
+    style = discord.ButtonStyle.secondary
+    #: Whether the guild's "open rerolls" setting lets anyone press it (never for Cancel).
+    opens_with_guild = True
+
+    def __init__(self, generation_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                custom_id=f"fluxbot:{self.action}:{generation_id}",
+                label=self.label,
+                emoji=self.emoji,
+                style=self.style,
+            )
+        )
+        self.generation_id = generation_id
+        self.generation: Generation | None = None
+
+    # discord.py types these overrides for any client; the typed work is in ``allowed``/``press``.
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> GenerationButton:
+        return cls(int(match["id"]))
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        return await self.allowed(interaction)
+
+    async def allowed(self, interaction: Interaction) -> bool:
+        self.generation = await interaction.client.store.generations.get(self.generation_id)
+        if self.generation is None:
+            await reply(interaction, GONE)
+            return False
+        open_to_all = self.opens_with_guild and await opens_to_all(interaction)
+        if not may_control(interaction, self.generation, open_to_all=open_to_all):
+            await reply(interaction, self.refusal)
+            return False
+        return True
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        assert self.generation is not None  # set by interaction_check
+        try:
+            await self.press(interaction, self.generation)
+        except Exception:
+            log.exception("button %s:%s failed", self.action, self.generation_id)
+            await reply(interaction, UNEXPECTED)
+
+    async def press(self, interaction: Interaction, generation: Generation) -> None:
+        raise NotImplementedError
+
+
+class RerollButton(GenerationButton, template=r"fluxbot:reroll:(?P<id>[0-9]{1,20})"):
+    action = "reroll"
+    label = "Reroll"
+    emoji = "🎲"
+    style = discord.ButtonStyle.primary
+
+    async def press(self, interaction: Interaction, generation: Generation) -> None:
+        # A failed job is retried as it was; a finished one gets a fresh random seed.
+        seed = generation.parameters.seed if generation.status is GenerationStatus.FAILED else None
+        parameters = generation.parameters.model_copy(update={"seed": seed})
+        await start_follow_up(interaction, generation, parameters, kind=GenerationKind.REROLL)
+
+
+class RemixButton(GenerationButton, template=r"fluxbot:remix:(?P<id>[0-9]{1,20})"):
+    action = "remix"
+    label = "Remix"
+    emoji = "✏️"
+
+    async def press(self, interaction: Interaction, generation: Generation) -> None:
+        await interaction.response.send_modal(RemixModal(generation))
+
+
+class CancelButton(GenerationButton, template=r"fluxbot:cancel:(?P<id>[0-9]{1,20})"):
+    action = "cancel"
+    opens_with_guild = False
+    refusal = "Only the member who asked for this image can cancel it."
+    label = "Cancel"
+    emoji = "❌"
+    style = discord.ButtonStyle.danger
+
+    async def press(self, interaction: Interaction, generation: Generation) -> None:
+        if not await interaction.client.generations.cancel(generation, by=interaction.user.id):
+            await reply(interaction, "This image has already started, so it can't be cancelled.")
+            return
+        await interaction.response.defer()
+
+
+BUTTONS: tuple[type[GenerationButton], ...] = (RerollButton, RemixButton, CancelButton)
+
+
+class RemixModal(discord.ui.Modal):
+    """Pre-filled with the generation's settings; answered by ``handle_remix_submit``."""
+
+    def __init__(self, generation: Generation) -> None:
+        super().__init__(
+            title="Remix this image",
+            custom_id=f"{MODAL_PREFIX}{generation.id}:{secrets.token_hex(4)}",
+            timeout=15 * 60,
+        )
+        parameters = generation.parameters
+        self.add_item(
+            discord.ui.TextInput(
+                custom_id=PROMPT.name,
+                label=PROMPT.label,
+                default=parameters.prompt,
+                style=discord.TextStyle.paragraph,
+                max_length=PROMPT.max_length,
+            )
+        )
+        shown = parameters.model_dump() | {SEED.name: generation.seed or parameters.seed}
+        for spec in REMIX_NUMBERS:
+            label = f"{spec.label} ({spec.range_text})"
+            if spec is SEED:
+                label = "Seed (keep it, or clear for a random one)"
+            self.add_item(
+                discord.ui.TextInput(
+                    custom_id=spec.name,
+                    label=label,
+                    default=spec.show(shown[spec.name]),
+                    required=spec is not SEED,
+                    max_length=MAX_NUMBER_LENGTH,
+                )
+            )
+
+
+def modal_values(components: list[dict[str, Any]]) -> dict[str, str]:
+    """Text input values by custom id, from action rows or label components alike."""
+    values: dict[str, str] = {}
+    for component in components:
+        if "value" in component and "custom_id" in component:
+            values[component["custom_id"]] = str(component["value"])
+        children = component.get("components") or []
+        if "component" in component:
+            children = [*children, component["component"]]
+        values.update(modal_values(children))
+    return values
+
+
+async def handle_remix_submit(interaction: Interaction, generation_id: int) -> None:
+    """A submitted Remix form: the same checks as the button, then a new job in the thread."""
+    source = await interaction.client.store.generations.get(generation_id)
+    if source is None:
+        await reply(interaction, GONE)
+        return
+    if not may_control(interaction, source, open_to_all=await opens_to_all(interaction)):
+        await reply(interaction, ONLY_AUTHOR)
+        return
+    data = cast(dict[str, Any], interaction.data or {})
+    values = modal_values(list(data.get("components", [])))
+    typed = {spec.name: values.get(spec.name, "").strip() for spec in (PROMPT, *REMIX_NUMBERS)}
+    if not typed[SEED.name]:
+        del typed[SEED.name]  # cleared: a new random seed
+    try:
+        parameters = parse_parameters(
+            **typed,
+            count=source.parameters.count,
+            safety_checker=source.parameters.safety_checker,
+        )
+        if interaction.guild_id is not None:
+            settings = await interaction.client.store.guild_settings.get(interaction.guild_id)
+            check_prompt(parameters.prompt, settings)
+    except UserFacingError as exc:
+        await reply(interaction, f"{exc.user_message} Press Remix to try again.")
+        return
+    await start_follow_up(interaction, source, parameters, kind=GenerationKind.REMIX)
+
+
+async def start_follow_up(
+    interaction: Interaction,
+    source: Generation,
+    parameters: GenerationParameters,
+    *,
+    kind: GenerationKind,
+) -> None:
+    """Queue a reroll or remix of ``source`` in the same thread and acknowledge the press."""
+    generations = interaction.client.generations
+    try:
+        await generations.admit(interaction.user.id, interaction.guild_id)
+        await interaction.response.defer()
+        submitted = await generations.submit(
+            source.follow_up(kind=kind, user_id=interaction.user.id, parameters=parameters)
+        )
+    except UserFacingError as exc:  # refused up front, or another press got there first
+        await reply(interaction, exc.user_message)
+        return
+    where = (
+        "here"
+        if interaction.channel_id == (source.thread_id or source.channel_id)
+        else "in the thread"
+    )
+    queued = f", {submitted.ahead} ahead of you" if submitted.ahead else ""
+    emoji = "🎲" if kind is GenerationKind.REROLL else "✏️"
+    text = f"{emoji} On it{queued} — the result will appear {where}."
+    if generations.stopping:
+        text = f"{QUEUED_FOR_RESTART} The result will appear {where}."
+    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+    log.info(
+        "generation %s: %s of %s by %s",
+        submitted.generation.id,
+        kind,
+        source.id,
+        interaction.user.id,
+    )
+
+
+def result_view(generation: Generation) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(RerollButton(generation.id))
+    view.add_item(RemixButton(generation.id))
+    return view
+
+
+def card_view(generation: Generation) -> discord.ui.View | None:
+    """Cancel is offered only while the job waits: a running job is already being paid for."""
+    if generation.status is not GenerationStatus.QUEUED:
+        return None
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(generation.id))
+    return view

@@ -1,0 +1,194 @@
+"""The one place a command, a button or a resumed job asks for a generation.
+
+``GenerationService`` admits a job (per-member cap, daily quotas), stores it, queues it, cancels
+it, resumes what a restart left behind, and asks the delivery side to refresh job cards. Cogs
+never touch the queue or the store's job states directly, so the rules live here once.
+
+Discord is reached only through a :class:`Publisher` that the delivery extension attaches when
+it loads; until one is attached the queue holds every job rather than run it with nowhere to go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from services.aimlapi import AimlApiClient
+from services.card_updates import CardUpdater
+from services.clock import utc_now
+from services.jobs import Job, JobQueue
+from services.quotas import DailyQuotas
+from services.store import Generation, NewGeneration, Store
+from services.worker import GenerationWorker, NoPublisher, Publisher
+
+log = logging.getLogger(__name__)
+
+RESUME_TOO_LATE = "The bot restarted and this job waited too long. Press Reroll to try again."
+
+
+@dataclass(frozen=True)
+class Submitted:
+    generation: Generation
+    #: Jobs that start before this one under the fairness rule.
+    ahead: int
+
+
+class GenerationService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        api: AimlApiClient,
+        quotas: DailyQuotas,
+        max_concurrent: int,
+        max_per_user: int,
+        job_timeout_seconds: float,
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._quotas = quotas
+        self._job_timeout = timedelta(seconds=job_timeout_seconds)
+        self._now = now
+        self._publisher: Publisher | None = None
+        self._admission = asyncio.Lock()
+        self._resumed = False
+        #: Job cards: every edit goes through one coalescing updater, so edits never race.
+        self.cards = CardUpdater(self._edit_card)
+        worker = GenerationWorker(
+            store=store,
+            api=api,
+            publisher=self.publisher,
+            show_on_card=self.show_on_card,
+            job_timeout_seconds=job_timeout_seconds,
+            now=now,
+        )
+        # Held until ``resume``: stored jobs go first, in their order.
+        self.queue = JobQueue(
+            worker, max_concurrent=max_concurrent, max_per_user=max_per_user, started=False
+        )
+
+    # -- the delivery side ----------------------------------------------------------------
+
+    def attach(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+        if self._resumed:
+            self.queue.start()
+
+    def detach(self) -> None:
+        """Jobs wait (and their cards stay as they are) until a publisher is attached again."""
+        self._publisher = None
+        self.queue.pause()
+
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            raise NoPublisher(detail="no delivery extension is loaded")
+        return self._publisher
+
+    def show_on_card(self, generation: Generation) -> None:
+        """Have the generation's job card show its current state soon (coalesced, cheap)."""
+        if generation.card_message_id is not None:
+            self.cards.request(generation.card_message_id)
+
+    async def _edit_card(self, card_message_id: int) -> None:
+        if self._publisher is not None:
+            await self._publisher.edit_card(card_message_id)
+
+    # -- what commands and buttons call ---------------------------------------------------
+
+    async def admit(self, user_id: int, guild_id: int | None) -> None:
+        """Raise ``QueueRefused`` (or ``QuotaExceeded``) if this member may not queue a job now.
+
+        Commands call it before answering, so a refusal is private and nothing is stored;
+        ``submit`` checks again, as the state may have changed meanwhile.
+        """
+        self.queue.check_admission(user_id)
+        await self._quotas.check(user_id, guild_id)
+
+    async def submit(self, new: NewGeneration) -> Submitted:
+        """Admit, store and queue a job, and have its card show it."""
+        async with self._admission:  # check and store as one step, or two presses both pass
+            await self.admit(new.user_id, new.guild_id)
+            generation = await self._store.generations.create(new)
+        ahead = self.queue.submit(
+            Job(generation.id, generation.user_id, generation.guild_id), check=False
+        )
+        self.show_on_card(generation)
+        return Submitted(generation, ahead)
+
+    async def cancel(self, generation: Generation, *, by: int) -> bool:
+        """Cancel a waiting job; False if it already started (a paid call is never cancelled)."""
+        if not self.queue.cancel(generation.id):
+            return False
+        cancelled = await self._store.generations.mark_cancelled(generation.id, cancelled_by=by)
+        if cancelled is None:
+            return False
+        self.show_on_card(cancelled)
+        return True
+
+    def jobs_ahead(self, generation_id: int) -> int | None:
+        return self.queue.jobs_ahead(generation_id)
+
+    @property
+    def stopping(self) -> bool:
+        """Shutting down: jobs accepted now run after the restart."""
+        return self.queue.stopping
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def resume(self) -> None:
+        """Jobs a stop or crash left behind run again, oldest first; stale ones fail loudly.
+
+        The queue starts only afterwards, so commands that arrived while the bot connected
+        wait behind them. Each job fetches a fresh reference URL from its card when it runs.
+        """
+        if self._resumed or self.queue.stopping:
+            return
+        self._resumed = True
+        try:
+            interrupted = await self._store.generations.mark_running_as_interrupted()
+            if interrupted:
+                log.warning("%d generations were interrupted mid-call; they run again", interrupted)
+            cutoff = self._now() - self._job_timeout
+            resumed = 0
+            for generation in await self._store.generations.unfinished():
+                if generation.created_at < cutoff:
+                    await self._fail_stale(generation)
+                elif generation.id not in self.queue:  # not one queued since start-up
+                    job = Job(generation.id, generation.user_id, generation.guild_id)
+                    self.queue.submit(job, check=False)
+                    self.show_on_card(generation)
+                    resumed += 1
+            log.info("resumed %d waiting generations", resumed)
+        finally:
+            if self._publisher is not None:
+                self.queue.start()
+            else:  # its load failure is logged already
+                log.warning("no delivery extension is loaded: jobs wait until one is")
+
+    async def _fail_stale(self, generation: Generation) -> None:
+        failed = await self._store.generations.mark_failed(generation.id, RESUME_TOO_LATE)
+        if failed is not None and self._publisher is not None:
+            await self._publisher.job_failed(failed, RESUME_TOO_LATE)
+            self.show_on_card(failed)
+
+    async def shutdown(self, grace: float) -> None:
+        """DESIGN §7: no new API calls; running ones get ``grace`` seconds, then are interrupted.
+
+        Jobs accepted meanwhile are stored, to run after the restart with every job still waiting.
+        """
+        waiting, interrupted = await self.queue.shutdown(grace)
+        for job in interrupted:
+            await self._store.generations.mark_interrupted(job.generation_id)
+            log.warning(
+                "generation %s: still running after %gs; interrupted, it runs again after "
+                "the restart (the API may bill it twice)",
+                job.generation_id,
+                grace,
+            )
+        await self._store.generations.mark_running_as_interrupted()  # any the grace cut mid-write
+        if waiting:
+            log.info("%d waiting generations kept for the next start", len(waiting))
+        await self.cards.flush()
