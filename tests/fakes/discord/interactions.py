@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tests.fakes import discord_rules as rules
-from tests.fakes.discord_rules import BODY, EPHEMERAL, FILES, LOADING, ApiError, Form
+from tests.fakes.discord import rules
+from tests.fakes.discord.rules import BODY, EPHEMERAL, FILES, LOADING, ApiError, Form
 
 if TYPE_CHECKING:
     from tests.fakes.discord import FakeDiscord

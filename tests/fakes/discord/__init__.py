@@ -9,9 +9,9 @@ would. Every 4xx it answers is also kept in :attr:`FakeDiscord.rejections`.
 Set-up methods (``add_guild``...) are synchronous. Called after the client connected they
 also dispatch GUILD_CREATE / CHANNEL_CREATE / THREAD_CREATE, so either order works.
 
-Split in three: this module (server, world, messages, gateway, REST), ``discord_interactions``
-(what a user does and the interaction endpoints) and ``discord_rules`` (Discord's limits as
-pure checks).
+Split in three: this module (server, world, messages, gateway, REST), ``interactions``
+(what a user does and the interaction endpoints) and ``rules`` (Discord's limits as pure
+checks).
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ from typing import Any
 import yarl
 from aiohttp import WSMsgType, web
 
-from tests.fakes import discord_rules as rules
-from tests.fakes.discord_interactions import (
+from tests.fakes.discord import rules
+from tests.fakes.discord.interactions import (
     INTERACTION_DEADLINE,
     WEBHOOK_TOKEN_LIFETIME,
     FakeInteraction,
     InteractionsMixin,
 )
-from tests.fakes.discord_rules import (
+from tests.fakes.discord.rules import (
     BODY,
     DEFAULT_BOT_PERMISSIONS,
     DEFAULT_MEMBER_PERMISSIONS,
