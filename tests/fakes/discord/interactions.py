@@ -1,9 +1,7 @@
-"""The user's side of the fake Discord: commands, clicks, modals and the bot's answers.
+"""The user's side of the fake Discord: commands, clicks and modal submits, as interactions.
 
-A mixin of :class:`tests.fakes.discord.FakeDiscord`, kept apart because interactions carry
-their own rules: the 3 s deadline, one callback each, 15 min webhook tokens, the deferred
-"thinking" message that the first followup replaces, and what a Discord client lets a user
-send at all.
+A user can only send what a Discord client lets them (synced commands they may see, option
+values within their limits, enabled buttons); the bot's answers are checked in ``responses``.
 """
 
 from __future__ import annotations
@@ -14,15 +12,17 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from tests.fakes.discord import rules
-from tests.fakes.discord.rules import BODY, EPHEMERAL, FILES, LOADING, ApiError, Form
+from tests.fakes.discord.commands import check_option_value
+from tests.fakes.discord.rules import EPHEMERAL
+from tests.fakes.discord.state import DMChannel
 
 if TYPE_CHECKING:
-    from tests.fakes.discord import FakeDiscord
+    from tests.fakes.discord.server import FakeDiscord
 
+#: How long the bot has for its first answer (the callback).
 INTERACTION_DEADLINE = 3.0
+#: How long followups and edits through the interaction's webhook token are accepted.
 WEBHOOK_TOKEN_LIFETIME = 15 * 60.0
 
 
@@ -68,7 +68,7 @@ class FakeInteraction:
     def original_message(self) -> dict[str, Any] | None:
         """The message the response created, as it is now (``None`` when ephemeral)."""
         msg = self.fake._messages.get(self.original_message_id or 0)
-        if msg is None or msg["ephemeral"] or msg["deleted"]:
+        if msg is None or msg.ephemeral or msg.deleted:
             return None
         return self.fake._render(msg)
 
@@ -80,14 +80,12 @@ class FakeInteraction:
 class InteractionsMixin:
     """Interaction methods of FakeDiscord (``self`` is always a FakeDiscord)."""
 
-    # -- interactions: what a user does ----------------------------------------------------
-
     def _interaction_base(
         self: FakeDiscord, itype: int, channel_id: int, user_id: int, data: dict[str, Any]
     ) -> FakeInteraction:
         assert self._sessions, "no discord.py client is connected to the fake gateway"
         ch = self._channel(channel_id)
-        gid = ch.get("guild_id")
+        gid = ch.guild_id
         iid, token = self._snowflake(), f"aW50ZXJhY3Rpb24{secrets.token_urlsafe(48)}"
         payload: dict[str, Any] = {
             "id": str(iid),
@@ -116,8 +114,10 @@ class InteractionsMixin:
                 authorizing_integration_owners={"0": str(gid)},
             )
         else:
-            assert ch.get("recipient_id") == user_id, "only the DM's recipient can act in it"
-            payload.update(user=self._public_user(self.users[user_id]), context=1)
+            assert isinstance(ch, DMChannel) and ch.recipient_id == user_id, (
+                "only the DM's recipient can act in it"
+            )
+            payload.update(user=self.users[user_id].payload(), context=1)
             payload["authorizing_integration_owners"] = {"0": "0"}
         inter = FakeInteraction(self, iid, token, itype, payload, channel_id, user_id, self.now())
         self.interactions[iid] = inter
@@ -127,20 +127,6 @@ class InteractionsMixin:
         inter._started = time.monotonic()
         self._dispatch("INTERACTION_CREATE", inter.payload)
         return inter
-
-    def _find_command(self: FakeDiscord, name: str, guild_id: int | None) -> dict[str, Any]:
-        candidates = list(self.guild_commands.get(guild_id, [])) if guild_id else []
-        candidates += self.commands
-        for cmd in candidates:
-            if cmd["name"] == name and cmd["type"] == 1:
-                if (
-                    guild_id is None
-                    and cmd.get("contexts") is not None
-                    and 1 not in cmd["contexts"]
-                ):
-                    continue
-                return cmd
-        raise AssertionError(f"no /{name} command is synced where this channel could see it")
 
     async def invoke_command(
         self: FakeDiscord,
@@ -179,7 +165,7 @@ class InteractionsMixin:
                 value = str(value)
                 assert value in resolved.get("attachments", {}), f"attachment {value} not passed"
             elif kind == 6:
-                user = self._public_user(self.users[int(value)])
+                user = self.users[int(value)].payload()
                 resolved.setdefault("users", {})[str(value)] = user
                 if gid and (gid, int(value)) in self.members:
                     member = self._member_payload(gid, int(value))
@@ -187,7 +173,7 @@ class InteractionsMixin:
                     resolved.setdefault("members", {})[str(value)] = member
                 value = str(value)
             if validate:
-                _check_option_value(defs[key], value)
+                check_option_value(defs[key], value)
             opts.append({"name": key, "type": kind, "value": value})
         if validate:
             missing = [
@@ -206,8 +192,8 @@ class InteractionsMixin:
     ) -> FakeInteraction:
         """A user presses a button on a message (ephemeral ones included)."""
         msg = self._messages.get(message_id)
-        assert msg and not msg["deleted"] and msg["channel_id"] == channel_id, "no such message"
-        buttons = [c for c in rules.walk_components(msg["components"]) if c.get("type") == 2]
+        assert msg and not msg.deleted and msg.channel_id == channel_id, "no such message"
+        buttons = [c for c in rules.walk_components(msg.components) if c.get("type") == 2]
         button = next((b for b in buttons if b.get("custom_id") == custom_id), None)
         found = [b.get("custom_id") for b in buttons]
         assert button is not None, f"no button {custom_id!r} on that message (has {found})"
@@ -267,200 +253,3 @@ class InteractionsMixin:
             inter.payload["message"] = self._render(source)
             inter.source_message_id = opened.source_message_id
         return self._send_interaction(inter)
-
-    # -- REST: interaction callback and webhook --------------------------------------------
-
-    async def _h_callback(self: FakeDiscord, request: web.Request) -> web.Response:
-        inter = self.interactions.get(int(request.match_info["interaction_id"]))
-        if inter is None or inter.token != request.match_info["webhook_token"]:
-            raise ApiError(404, 10062, "Unknown interaction")
-        if self.now() > inter.dispatched_at + INTERACTION_DEADLINE:
-            raise ApiError(404, 10062, "Unknown interaction")
-        if inter.callback is not None:
-            raise ApiError(400, 40060, "Interaction has already been acknowledged.")
-        body = request[BODY] or {}
-        rtype, data = body.get("type"), body.get("data") or {}
-        allowed = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 5: {4, 5, 6, 7}}[inter.type]
-        if inter.type == 5 and inter.source_message_id is None:
-            allowed = {4, 5}
-        if rtype not in allowed:
-            raise ApiError(
-                400, 50035, f"Invalid Form Body (type: {rtype} is not valid here)", {"type": {}}
-            )
-        flags = data.get("flags") or 0
-        if rtype == 4:
-            msg = self._apply_message(
-                inter.channel_id,
-                data,
-                request[FILES],
-                flags_mask=rules.INTERACTION_SEND_FLAGS,
-                check_permissions=False,
-                extra=self._interaction_message_fields(inter),
-            )
-            inter.original_message_id = msg["id"]
-        elif rtype == 5:
-            if flags & ~EPHEMERAL:
-                raise ApiError(400, 50035, "Invalid Form Body (data.flags)", {"data": {}})
-            msg = self._apply_message(
-                inter.channel_id,
-                {"content": "", "flags": flags | LOADING, "components": []},
-                [],
-                flags_mask=rules.INTERACTION_SEND_FLAGS | LOADING,
-                check_permissions=False,
-                extra=self._interaction_message_fields(inter) | {"loading": True},
-            )
-            inter.original_message_id = msg["id"]
-        elif rtype in (6, 7):
-            inter.original_message_id = inter.source_message_id
-            if rtype == 7:
-                self._apply_message(
-                    inter.channel_id,
-                    data,
-                    request[FILES],
-                    existing=self._messages[inter.source_message_id],  # type: ignore[index]
-                    flags_mask=rules.INTERACTION_SEND_FLAGS,
-                    check_permissions=False,
-                )
-        else:
-            form = Form()
-            rules.check_modal(form, data)
-            if form:
-                raise ApiError.form(form)
-        inter.callback = body
-        inter.ack_latency = time.monotonic() - inter._started
-        inter._answered.set()
-        self._notify()
-        if request.query.get("with_response") not in ("1", "true", "True"):
-            return web.Response(status=204)
-        original = self._messages.get(inter.original_message_id or 0)
-        response: dict[str, Any] = {"interaction": {"id": str(inter.id), "type": inter.type}}
-        if original is not None and rtype in (4, 5):
-            response["interaction"].update(
-                response_message_id=str(original["id"]),
-                response_message_loading=rtype == 5,
-                response_message_ephemeral=original["ephemeral"],
-            )
-        response["resource"] = {"type": rtype}
-        if original is not None and rtype in (4, 7):
-            response["resource"]["message"] = self._render(original)
-        return self._json(response)
-
-    def _interaction_message_fields(self: FakeDiscord, inter: FakeInteraction) -> dict[str, Any]:
-        user = self._public_user(self.users[inter.user_id])
-        metadata = {
-            "id": str(inter.id),
-            "type": inter.type,
-            "user": user,
-            "authorizing_integration_owners": inter.payload["authorizing_integration_owners"],
-        }
-        if inter.type == 2:
-            metadata["name"] = inter.payload["data"]["name"]
-        if inter.source_message_id:
-            metadata["interacted_message_id"] = str(inter.source_message_id)
-        return {
-            "type": 20 if inter.type == 2 else 0,
-            "webhook_id": str(self.application_id),
-            "application_id": str(self.application_id),
-            "interaction_metadata": metadata,
-        }
-
-    def _webhook_interaction(self: FakeDiscord, request: web.Request) -> FakeInteraction:
-        token = request.match_info["webhook_token"]
-        inter = next((i for i in self.interactions.values() if i.token == token), None)
-        if inter is None or request.match_info["webhook_id"] != str(self.application_id):
-            raise ApiError(404, 10015, "Unknown Webhook")
-        if self.now() > inter.dispatched_at + WEBHOOK_TOKEN_LIFETIME:
-            raise ApiError(401, 50027, "Invalid Webhook Token")
-        if inter.callback is None:
-            raise ApiError(404, 10015, "Unknown Webhook")
-        return inter
-
-    def _webhook_message(
-        self: FakeDiscord, request: web.Request
-    ) -> tuple[FakeInteraction, dict[str, Any]]:
-        inter = self._webhook_interaction(request)
-        mid_text = request.match_info["message_id"]
-        mid = inter.original_message_id if mid_text == "@original" else int(mid_text)
-        if mid is None or (mid != inter.original_message_id and mid not in inter.followup_ids):
-            raise ApiError(404, 10008, "Unknown Message")
-        msg = self._messages.get(mid)
-        if msg is None or msg["deleted"]:
-            raise ApiError(404, 10008, "Unknown Message")
-        return inter, msg
-
-    async def _h_followup(self: FakeDiscord, request: web.Request) -> web.Response:
-        inter = self._webhook_interaction(request)
-        body = request[BODY] or {}
-        original = self._messages.get(inter.original_message_id or 0)
-        if original is not None and original.get("loading"):
-            # The first followup after a deferred "thinking" answer replaces that message.
-            flags = (original["flags"] & EPHEMERAL) | ((body.get("flags") or 0) & ~EPHEMERAL)
-            msg = self._apply_message(
-                inter.channel_id,
-                body | {"flags": flags},
-                request[FILES],
-                existing=original,
-                flags_mask=rules.INTERACTION_SEND_FLAGS,
-                check_permissions=False,
-                extra={"loading": False},
-            )
-        else:
-            msg = self._apply_message(
-                inter.channel_id,
-                body,
-                request[FILES],
-                flags_mask=rules.INTERACTION_SEND_FLAGS,
-                check_permissions=False,
-                extra=self._interaction_message_fields(inter),
-            )
-            inter.followup_ids.append(msg["id"])
-        if request.query.get("wait") in ("1", "true", "True"):
-            return self._json(self._render(msg))
-        return web.Response(status=204)
-
-    async def _h_wh_get(self: FakeDiscord, request: web.Request) -> web.Response:
-        return self._json(self._render(self._webhook_message(request)[1]))
-
-    async def _h_wh_edit(self: FakeDiscord, request: web.Request) -> web.Response:
-        inter, msg = self._webhook_message(request)
-        body = request[BODY] or {}
-        if msg.get("loading"):
-            body = body | {
-                "flags": (msg["flags"] & EPHEMERAL) | ((body.get("flags") or 0) & ~EPHEMERAL)
-            }
-        msg = self._apply_message(
-            inter.channel_id,
-            body,
-            request[FILES],
-            existing=msg,
-            flags_mask=rules.INTERACTION_SEND_FLAGS,
-            check_permissions=False,
-            extra={"loading": False},
-        )
-        return self._json(self._render(msg))
-
-    async def _h_wh_delete(self: FakeDiscord, request: web.Request) -> web.Response:
-        self._delete(self._webhook_message(request)[1])
-        return web.Response(status=204)
-
-
-def _check_option_value(definition: dict[str, Any], value: Any) -> None:
-    """What the Discord client enforces before a command is even sent."""
-    kind, name = definition["type"], definition["name"]
-    if kind == 3:
-        assert isinstance(value, str), f"{name} must be a string"
-        lo, hi = definition.get("min_length", 0), definition.get("max_length", 6000)
-        assert lo <= len(value) <= hi, f"{name}: length {len(value)} outside {lo}–{hi}"
-    elif kind in (4, 10):
-        ok = isinstance(value, int) if kind == 4 else isinstance(value, int | float)
-        assert ok and not isinstance(value, bool), (
-            f"{name} must be a {'integer' if kind == 4 else 'number'}"
-        )
-        lo, hi = definition.get("min_value"), definition.get("max_value")
-        assert lo is None or value >= lo, f"{name}: {value} < {lo}"
-        assert hi is None or value <= hi, f"{name}: {value} > {hi}"
-    elif kind == 5:
-        assert isinstance(value, bool), f"{name} must be a boolean"
-    choices = definition.get("choices")
-    if choices:
-        assert value in [c["value"] for c in choices], f"{name}: {value!r} is not a choice"
