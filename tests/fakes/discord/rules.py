@@ -1,9 +1,8 @@
-"""Discord's documented request limits, as pure functions the fake Discord applies.
+"""Discord's documented limits and permission bits, as pure checks the fake Discord applies.
 
-Kept apart from the server so each rule reads as the documentation states it. Every check
-reports into a :class:`Form`, which becomes Discord's ``50035 Invalid Form Body`` error with
-an ``errors`` object keyed by the offending path (``embeds.0.description``), exactly the
-shape discord.py flattens into its ``HTTPException`` text.
+Kept apart from the server so each rule reads as the documentation states it. Checks report
+into a :class:`~tests.fakes.discord.errors.Form`; application command rules are in
+``commands``.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from aiohttp import web
+from tests.fakes.discord.errors import Form
 
 # Permission bits (https://discord.com/developers/docs/topics/permissions).
 CREATE_INSTANT_INVITE = 1 << 0
@@ -77,15 +76,10 @@ IS_COMPONENTS_V2 = 1 << 15
 CHANNEL_SEND_FLAGS = SUPPRESS_EMBEDS | SUPPRESS_NOTIFICATIONS | IS_COMPONENTS_V2
 INTERACTION_SEND_FLAGS = CHANNEL_SEND_FLAGS | EPHEMERAL
 
-_NAME_RE = re.compile(r"^[-_'\w]{1,32}$")
 _USER_MENTION_RE = re.compile(r"<@!?(\d{15,21})>")
 _ROLE_MENTION_RE = re.compile(r"<@&(\d{15,21})>")
 _EVERYONE_RE = re.compile(r"@(everyone|here)\b")
 _ATTACHMENT_URL_RE = re.compile(r"^attachment://(.+)$")
-
-#: Where the fake's middleware leaves a request's parsed JSON (or payload_json) and files.
-BODY = web.RequestKey("body", object)
-FILES = web.RequestKey("files", list)
 
 
 def effective_permissions(granted: int, *, in_thread: bool) -> int:
@@ -98,60 +92,6 @@ def effective_permissions(granted: int, *, in_thread: bool) -> int:
     if not granted & send:
         granted &= ~_NEEDS_SEND
     return granted
-
-
-class Form:
-    """Collects form errors under dotted paths, like Discord's ``errors`` object."""
-
-    def __init__(self) -> None:
-        self.errors: dict[str, Any] = {}
-        self.first: str | None = None
-
-    def add(self, path: str, message: str, code: str = "BASE_TYPE_INVALID") -> None:
-        node = self.errors
-        for part in path.split("."):
-            node = node.setdefault(part, {})
-        node.setdefault("_errors", []).append({"code": code, "message": message})
-        self.first = self.first or f"{path}: {message}"
-
-    def length(self, path: str, value: Any, lo: int, hi: int) -> None:
-        """Check a string's length the way Discord words it."""
-        if value is None:
-            if lo > 0:
-                self.add(path, "This field is required", "BASE_TYPE_REQUIRED")
-            return
-        if not isinstance(value, str):
-            self.add(path, "Must be a string.", "BASE_TYPE_STRING")
-        elif len(value) > hi:
-            self.add(path, f"Must be {hi} or fewer in length.", "BASE_TYPE_MAX_LENGTH")
-        elif len(value) < lo:
-            code = "BASE_TYPE_REQUIRED" if not value else "BASE_TYPE_MIN_LENGTH"
-            self.add(path, f"Must be {lo} or more in length.", code)
-
-    def __bool__(self) -> bool:
-        return bool(self.errors)
-
-
-class ApiError(Exception):
-    """A Discord error answer: HTTP status plus the JSON ``{"code", "message"}`` body."""
-
-    def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None):
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.message, self.errors = status, code, message, errors
-
-    @classmethod
-    def form(cls, form: Form) -> ApiError:
-        return cls(400, 50035, f"Invalid Form Body ({form.first})", form.errors)
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.errors is not None:
-            body["errors"] = self.errors
-        return body
-
-
-def missing_permissions() -> ApiError:
-    return ApiError(403, 50013, "Missing Permissions")
 
 
 def check_embeds(form: Form, embeds: Any, file_names: set[str]) -> None:
@@ -387,82 +327,3 @@ def check_message(
         check_embeds(form, payload["embeds"], file_names)
     if payload.get("components") is not None:
         check_components(form, payload["components"], v2=v2)
-
-
-def check_commands(form: Form, commands: Any) -> None:
-    """Bulk-overwrite rules for application commands (names, descriptions, options)."""
-    if not isinstance(commands, list):
-        form.add("_", "Must be an array.", "BASE_TYPE_ARRAY")
-        return
-    if len(commands) > 100:
-        form.add("_", "Must be 100 or fewer in length.", "BASE_TYPE_MAX_LENGTH")
-    names: set[tuple[int, str]] = set()
-    for i, cmd in enumerate(commands):
-        kind = cmd.get("type", 1)
-        name = cmd.get("name")
-        if kind == 1:
-            _check_name(form, f"{i}.name", name)
-            form.length(f"{i}.description", cmd.get("description"), 1, 100)
-            _check_options(form, f"{i}.options", cmd.get("options") or [], depth=0)
-        else:
-            form.length(f"{i}.name", name, 1, 32)
-            if cmd.get("description"):
-                form.add(f"{i}.description", "Context menu commands take no description.")
-        if (kind, name) in names:
-            form.add(
-                f"{i}.name",
-                "Application command names must be unique",
-                "APPLICATION_COMMANDS_DUPLICATE_NAME",
-            )
-        names.add((kind, name))
-
-
-def _check_name(form: Form, path: str, name: Any) -> None:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name != name.lower():
-        form.add(path, "Command name is invalid", "APPLICATION_COMMAND_INVALID_NAME")
-
-
-def _check_options(form: Form, p: str, options: list[dict[str, Any]], depth: int) -> None:
-    if len(options) > 25:
-        form.add(p, "Must be 25 or fewer in length.", "BASE_TYPE_MAX_LENGTH")
-    seen_optional = False
-    names: set[str] = set()
-    for j, opt in enumerate(options):
-        q = f"{p}.{j}"
-        kind = opt.get("type")
-        _check_name(form, f"{q}.name", opt.get("name"))
-        form.length(f"{q}.description", opt.get("description"), 1, 100)
-        if opt.get("name") in names:
-            form.add(
-                f"{q}.name",
-                "Option names must be unique",
-                "APPLICATION_COMMAND_OPTIONS_NAME_ALREADY_EXISTS",
-            )
-        names.add(opt.get("name"))
-        if kind not in range(1, 12):
-            form.add(f"{q}.type", "Value must be one of 1–11.", "BASE_TYPE_CHOICES")
-        if kind in (1, 2):
-            if depth >= (2 if kind == 1 else 1):
-                form.add(f"{q}.type", "Subcommands nest at most two deep.")
-            _check_options(form, f"{q}.options", opt.get("options") or [], depth + 1)
-            continue
-        if opt.get("required"):
-            if seen_optional:
-                form.add(
-                    f"{q}.required",
-                    "Required options must be placed before non-required options",
-                    "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
-                )
-        else:
-            seen_optional = True
-        if ("min_value" in opt or "max_value" in opt) and kind not in (4, 10):
-            form.add(f"{q}.min_value", "Only integer and number options take min/max values.")
-        if ("min_length" in opt or "max_length" in opt) and kind != 3:
-            form.add(f"{q}.min_length", "Only string options take min/max lengths.")
-        if (
-            not 0 <= opt.get("min_length", 0) <= 6000
-            or not 1 <= opt.get("max_length", 6000) <= 6000
-        ):
-            form.add(f"{q}.max_length", "Lengths must be within 0–6000.")
-        if len(opt.get("choices") or []) > 25:
-            form.add(f"{q}.choices", "Must be 25 or fewer in length.", "BASE_TYPE_MAX_LENGTH")

@@ -1,0 +1,215 @@
+"""Setting up the fake's world (guilds, channels, threads, members) and looking it up.
+
+Set-up methods are synchronous. Called after the client connected they also dispatch
+GUILD_CREATE / CHANNEL_CREATE / THREAD_CREATE, so a test may set up before or after login.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tests.fakes.discord import rules
+from tests.fakes.discord.errors import ApiError
+from tests.fakes.discord.gateway import GUILD_MEMBERS
+from tests.fakes.discord.rules import DEFAULT_BOT_PERMISSIONS, DEFAULT_MEMBER_PERMISSIONS
+from tests.fakes.discord.state import (
+    Channel,
+    DMChannel,
+    Guild,
+    Member,
+    Role,
+    TextChannel,
+    Thread,
+    User,
+)
+
+if TYPE_CHECKING:
+    from tests.fakes.discord.server import FakeDiscord
+
+
+class WorldMixin:
+    """World set-up and lookups of FakeDiscord (``self`` is always a FakeDiscord)."""
+
+    @property
+    def bot_id(self: FakeDiscord) -> int:
+        return self.bot_user.id
+
+    def _make_user(self: FakeDiscord, name: str, *, bot: bool = False) -> User:
+        return User(self._snowflake(), name, bot)
+
+    def add_guild(self: FakeDiscord, name: str, *, filesize_limit: int = 10 * 1024 * 1024) -> int:
+        """A guild with an @everyone role and the bot as a member.
+
+        The premium tier is the one whose upload limit equals ``filesize_limit`` (else 0, and
+        the fake enforces ``filesize_limit`` while discord.py's ``Guild.filesize_limit`` says
+        10 MiB; ``Interaction.filesize_limit`` always reports the enforced limit).
+        """
+        gid = self._snowflake()
+        tier = {50 * 1024 * 1024: 2, 100 * 1024 * 1024: 3}.get(filesize_limit, 0)
+        bot_role = self._snowflake()
+        everyone = Role(gid, "@everyone", permissions=0, position=0)
+        managed = Role(
+            bot_role,
+            self.bot_user.username,
+            permissions=DEFAULT_BOT_PERMISSIONS,
+            position=1,
+            managed=True,
+            tags={"bot_id": str(self.bot_id)},
+        )
+        self.guilds[gid] = Guild(
+            id=gid,
+            name=name,
+            filesize_limit=filesize_limit,
+            premium_tier=tier,
+            joined_at=self._iso(),
+            roles={gid: everyone, bot_role: managed},
+        )
+        self.members[gid, self.bot_id] = Member(roles=[bot_role])
+        self._dispatch_guild_event("GUILD_CREATE", gid, lambda: self._guild_payload(gid))
+        return gid
+
+    def add_text_channel(
+        self: FakeDiscord,
+        guild_id: int,
+        name: str,
+        *,
+        nsfw: bool = False,
+        bot_permissions: int = DEFAULT_BOT_PERMISSIONS,
+    ) -> int:
+        """A text channel where the bot has exactly ``bot_permissions`` (via a member overwrite)."""
+        cid = self._snowflake()
+        position = sum(1 for c in self.channels.values() if c.guild_id == guild_id)
+        self.channels[cid] = TextChannel(
+            id=cid,
+            guild_id=guild_id,
+            name=name,
+            nsfw=nsfw,
+            bot_permissions=bot_permissions,
+            position=position,
+        )
+        self._dispatch_guild_event("CHANNEL_CREATE", guild_id, lambda: self._channel_payload(cid))
+        return cid
+
+    def add_thread(
+        self: FakeDiscord, parent_channel_id: int, name: str, *, owner_id: int | None = None
+    ) -> int:
+        """A public thread (type 11) not started from a message."""
+        parent = self.channels[parent_channel_id]
+        return self._new_thread(self._snowflake(), parent, name, owner_id or self.owner.id)
+
+    def _new_thread(
+        self: FakeDiscord, tid: int, parent: TextChannel | DMChannel, name: str, owner_id: int
+    ) -> int:
+        self.threads[tid] = Thread(
+            id=tid,
+            guild_id=parent.guild_id,
+            parent_id=parent.id,
+            name=name,
+            owner_id=owner_id,
+            created_at=self._iso(),
+        )
+        self._dispatch_guild_event(
+            "THREAD_CREATE",
+            parent.guild_id,
+            lambda: self._channel_payload(tid) | {"newly_created": True},
+        )
+        self._notify()
+        return tid
+
+    def set_bot_permissions(self: FakeDiscord, channel_id: int, permissions: int) -> None:
+        """An admin changes the bot's permissions in a channel (REST enforces them at once)."""
+        channel = self.channels[channel_id]
+        assert isinstance(channel, TextChannel), "the bot's permissions in a DM are fixed"
+        channel.bot_permissions = permissions
+
+    def delete_thread(self: FakeDiscord, thread_id: int) -> None:
+        """A moderator deletes a thread: from now on its routes answer 10003 Unknown Channel."""
+        thread = self.threads.pop(thread_id)
+        self._dispatch_guild_event(
+            "THREAD_DELETE",
+            thread.guild_id,
+            lambda: {
+                "id": str(thread_id),
+                "guild_id": str(thread.guild_id),
+                "parent_id": str(thread.parent_id),
+                "type": 11,
+            },
+        )
+        self._notify()
+
+    def add_member(
+        self: FakeDiscord,
+        guild_id: int,
+        username: str,
+        *,
+        permissions: int = DEFAULT_MEMBER_PERMISSIONS,
+    ) -> int:
+        """A human member whose guild-wide permissions are exactly ``permissions``."""
+        user = self._make_user(username)
+        uid = user.id
+        self.users[uid] = user
+        role = self._snowflake()
+        roles = self.guilds[guild_id].roles
+        roles[role] = Role(role, username, permissions=permissions, position=len(roles))
+        self.members[guild_id, uid] = Member(roles=[role])
+        self._dispatch_guild_event(
+            "GUILD_ROLE_CREATE", guild_id, lambda: {"role": roles[role].payload()}
+        )
+        self._dispatch_guild_event(
+            "GUILD_MEMBER_ADD",
+            guild_id,
+            lambda: self._member_payload(guild_id, uid),
+            intent=GUILD_MEMBERS,
+        )
+        return uid
+
+    def add_user(self: FakeDiscord, username: str) -> int:
+        """A user known to Discord but in no guild (e.g. for DMs)."""
+        user = self._make_user(username)
+        self.users[user.id] = user
+        return user.id
+
+    def add_dm(self: FakeDiscord, user_id: int) -> int:
+        """The DM channel between the bot and ``user_id`` (type 1; no threads possible)."""
+        if user_id not in self._dms:
+            cid = self._snowflake()
+            self.channels[cid] = DMChannel(id=cid, recipient_id=user_id)
+            self._dms[user_id] = cid
+        return self._dms[user_id]
+
+    def delete_message(self: FakeDiscord, channel_id: int, message_id: int) -> None:
+        """A user (moderator) deletes a message; the bot sees MESSAGE_DELETE."""
+        msg = self._messages[message_id]
+        assert msg.channel_id == channel_id, "message is in another channel"
+        self._delete(msg)
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def _channel(self: FakeDiscord, channel_id: int) -> Channel:
+        ch = self.channels.get(channel_id) or self.threads.get(channel_id)
+        if ch is None:
+            raise ApiError(404, 10003, "Unknown Channel")
+        return ch
+
+    def _guild_of(self: FakeDiscord, channel_id: int) -> int | None:
+        return self._channel(channel_id).guild_id
+
+    def _bot_permissions(self: FakeDiscord, channel_id: int) -> int:
+        ch = self._channel(channel_id)
+        if isinstance(ch, DMChannel):
+            return rules.DM_PERMISSIONS
+        in_thread = isinstance(ch, Thread)
+        parent = self.channels[ch.parent_id] if isinstance(ch, Thread) else ch
+        assert isinstance(parent, TextChannel), "threads live in guild text channels"
+        return rules.effective_permissions(parent.bot_permissions, in_thread=in_thread)
+
+    def _member_permissions(self: FakeDiscord, guild_id: int, user_id: int) -> int:
+        roles = self.guilds[guild_id].roles
+        perms = roles[guild_id].permissions
+        for rid in self.members[guild_id, user_id].roles:
+            perms |= roles[rid].permissions
+        return rules.effective_permissions(perms, in_thread=False)
+
+    def _filesize_limit(self: FakeDiscord, channel_id: int) -> int:
+        gid = self._guild_of(channel_id)
+        return self.guilds[gid].filesize_limit if gid else 10 * 1024 * 1024
