@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.model_registry import DEFAULT_MODEL, REGISTRY
+
 #: Where an operator gets each required secret; shown when one is missing.
 WHERE_TO_GET = {
     "DISCORD_TOKEN": "https://discord.com/developers/applications -> your app -> Bot -> Reset Token",  # noqa: E501
@@ -22,7 +24,7 @@ class Settings(BaseSettings):
     discord_token: SecretStr = Field(min_length=1)
     aimlapi_key: SecretStr = Field(min_length=1)
     aimlapi_base_url: AnyHttpUrl = AnyHttpUrl("https://api.aimlapi.com")
-    aimlapi_model: str = "flux/dev/image-to-image"
+    aimlapi_model: str = DEFAULT_MODEL
     database_url: str = "sqlite:///data/fluxbot.sqlite3"
     dev_guild_id: int | None = None
     max_concurrent_jobs: int = Field(default=4, ge=1, le=64)
@@ -41,6 +43,13 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("aimlapi_model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in REGISTRY:
+            raise ValueError(f"must be one of the models fluxbot knows: {', '.join(REGISTRY)}")
+        return value
 
     @field_validator("log_level")
     @classmethod

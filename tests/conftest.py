@@ -1,11 +1,16 @@
-"""Suite-wide rule: an ERROR logged anywhere fails the test (discord.py logs, not raises)."""
+"""Suite-wide: an ERROR logged anywhere fails the test (discord.py logs, not raises); ``world``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.fakes.aimlapi import FakeAimlApi
+from tests.fakes.discord import FakeDiscord
+from tests.world import API_KEY, TOKEN, World
 
 
 class ErrorRecords(logging.Handler):
@@ -30,3 +35,15 @@ def fail_on_error_logs(request: pytest.FixtureRequest) -> Iterator[ErrorRecords]
     if handler.records:
         lines = [f"{r.name}: {r.getMessage()}" for r in handler.records]
         pytest.fail("ERROR logged during the test:\n" + "\n".join(lines), pytrace=False)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with FakeAimlApi(api_key=API_KEY) as api, FakeDiscord(token=TOKEN) as discord:
+        with discord.patch_discord_py():
+            world = World(discord, api, tmp_path / "fluxbot.sqlite3")
+            await world.start_bot()
+            try:
+                yield world
+            finally:
+                await world.stop_bot()

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from tests import images
-from tests.e2e.conftest import World
-from tests.e2e.test_buttons import first_result, press
+from tests.cogs.test_buttons import first_result, press
+from tests.world import World
 
 
 def status(card: dict[str, Any]) -> str:

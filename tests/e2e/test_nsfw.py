@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.conftest import World
 from tests.fakes.discord import rules
+from tests.world import World
 
 WITHHELD = "🔞"
 

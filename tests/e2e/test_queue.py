@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import pytest
 
 from services.jobs import QUEUED_FOR_RESTART
-from tests.e2e.conftest import World
+from tests.world import World
 
 
 class LogSignal(logging.Handler):
@@ -34,12 +33,6 @@ def card_button(world: World, card_id: int, action: str) -> str | None:
     return next((i for i in ids if i.startswith(f"fluxbot:{action}:")), None)
 
 
-async def card_of(interaction: Any) -> int:
-    response = await interaction.response()
-    assert response["type"] == 4 and not interaction.ephemeral, response
-    return int(interaction.original_message["id"])
-
-
 async def test_thirty_commands_from_ten_members_are_all_answered_and_delivered(world: World):
     await world.restart_bot(max_concurrent_jobs=4, max_queued_per_user=3)
     world.api.latency = 0.05
@@ -52,7 +45,7 @@ async def test_thirty_commands_from_ten_members_are_all_answered_and_delivered(w
             for i in range(30)
         )
     )
-    cards = [await card_of(interaction) for interaction in interactions]
+    cards = [await world.card_of(interaction) for interaction in interactions]
 
     assert max(i.ack_latency for i in interactions) < 3.0
     for card_id in cards:
@@ -68,23 +61,27 @@ async def test_over_the_per_member_cap_is_refused_privately_and_never_stored(wor
         max_concurrent_jobs=1, max_queued_per_user=2, shutdown_grace_seconds=0.05
     )
     world.api.latency = 30  # nothing finishes while we look
-    await card_of(await world.imagine("one"))
+    await world.card_of(await world.imagine("one"))
     await world.api.wait_for_calls(1)
-    await world.card_status(await card_of(await world.imagine("two")), "⏳ Queued — you're next")
+    await world.card_status(
+        await world.card_of(await world.imagine("two")), "⏳ Queued — you're next"
+    )
     third = await world.imagine("three")
     response = await third.response()
 
     assert third.ephemeral
     assert "You have 2 images in progress" in response["data"]["content"]
     assert third.original_message is None
-    other = await card_of(await world.imagine("bob's", user=world.bob))  # the cap is per member
+    other = await world.card_of(
+        await world.imagine("bob's", user=world.bob)
+    )  # the cap is per member
     await world.card_status(other, "⏳ Queued — you're next")  # bob was not served yet
     assert world.bot is not None and world.bot.generations.queue.waiting_count == 2
 
 
 async def test_a_daily_quota_refuses_commands_and_buttons_and_says_when_it_resets(world: World):
     await world.restart_bot(user_daily_limit=1)
-    card_id = await card_of(await world.imagine("today's only one"))
+    card_id = await world.card_of(await world.imagine("today's only one"))
     result = await world.result_in(card_id)
     again = await world.imagine("one more")
     response = await again.response()
@@ -101,7 +98,7 @@ async def test_a_daily_quota_refuses_commands_and_buttons_and_says_when_it_reset
     pressed = await reroll.response()
     assert reroll.ephemeral and ":R>" in pressed["data"]["content"]
     assert world.api.calls == 1
-    await card_of(await world.imagine("bob is fine", user=world.bob))
+    await world.card_of(await world.imagine("bob is fine", user=world.bob))
 
 
 @pytest.mark.parametrize("storm", ["concurrency", "scripted"])
@@ -120,7 +117,7 @@ async def test_a_429_storm_slows_the_queue_and_every_image_is_delivered(world: W
     interactions = await asyncio.gather(
         *(world.imagine(f"storm {i}", user=members[i % 3]) for i in range(9))
     )
-    cards = [await card_of(interaction) for interaction in interactions]
+    cards = [await world.card_of(interaction) for interaction in interactions]
     for card_id in cards:
         result = await world.result_in(card_id)
         assert result["attachments"], result["content"]
@@ -138,7 +135,7 @@ async def test_jobs_queued_at_a_restart_finish_after_it_in_their_order(world: Wo
     users = [world.alice, world.bob, world.moderator]
     cards = []
     for prompt, user in zip(("first", "second", "third"), users, strict=True):
-        cards.append(await card_of(await world.imagine(prompt, user=user)))
+        cards.append(await world.card_of(await world.imagine(prompt, user=user)))
     await world.api.wait_for_calls(1)
 
     await world.stop_bot()
@@ -162,7 +159,7 @@ async def test_a_command_during_shutdown_is_stored_acknowledged_and_run_after_re
     settings = {"max_concurrent_jobs": 1, "shutdown_grace_seconds": 0.5}
     await world.restart_bot(**settings)
     world.api.latency = 30
-    await card_of(await world.imagine("running at the stop"))
+    await world.card_of(await world.imagine("running at the stop"))
     await world.api.wait_for_calls(1)
     stopping = LogSignal("fluxbot stopping:")
     logging.getLogger("fluxbot").addHandler(stopping)
@@ -170,7 +167,7 @@ async def test_a_command_during_shutdown_is_stored_acknowledged_and_run_after_re
         stop = asyncio.create_task(world.stop_bot())
         await asyncio.wait_for(stopping.event.wait(), 5)
         late = await world.imagine("sent while restarting", user=world.bob)
-        card_id = await card_of(late)
+        card_id = await world.card_of(late)
         await world.discord.wait_for(lambda _: late.followups)
         await stop
     finally:
@@ -188,9 +185,9 @@ async def test_a_command_during_shutdown_is_stored_acknowledged_and_run_after_re
 async def test_the_author_can_cancel_a_waiting_job_and_another_member_cannot(world: World):
     await world.restart_bot(max_concurrent_jobs=1, shutdown_grace_seconds=0.05)
     world.api.latency = 30
-    await card_of(await world.imagine("keeps the slot busy", user=world.bob))
+    await world.card_of(await world.imagine("keeps the slot busy", user=world.bob))
     await world.api.wait_for_calls(1)
-    card_id = await card_of(await world.imagine("changed my mind"))
+    card_id = await world.card_of(await world.imagine("changed my mind"))
     card = await world.card_status(card_id, "⏳ Queued — you're next")
     cancel_id = card_button(world, card_id, "cancel")
     assert cancel_id is not None

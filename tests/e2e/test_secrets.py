@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from tests.e2e.conftest import API_KEY, TOKEN, World
+from tests.world import API_KEY, TOKEN, World
 
 
 class Everything(logging.Handler):

@@ -40,3 +40,13 @@ def test_a_bad_value_is_named_without_echoing_secrets(tmp_path):
     assert "MAX_CONCURRENT_JOBS" in result.stderr
     assert "sk-secret-value-123" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_model_names_the_known_ones(tmp_path):
+    result = run_bot(
+        tmp_path, "DISCORD_TOKEN=t0ken-value-abc\nAIMLAPI_KEY=sk-key\nAIMLAPI_MODEL=flux/nope\n"
+    )
+
+    assert result.returncode == 2
+    assert "AIMLAPI_MODEL" in result.stderr and "flux/dev/image-to-image" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from tests import images
-from tests.e2e.conftest import API_KEY, World
 from tests.fakes.discord import rules
+from tests.world import API_KEY, World
 
 
 def embed_fields(message: dict) -> dict[str, str]:

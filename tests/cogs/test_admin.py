@@ -3,8 +3,8 @@ prompt privately before any API call."""
 
 from __future__ import annotations
 
-from tests.e2e.conftest import World
 from tests.e2e.test_nsfw import admin, settings_command
+from tests.world import World
 
 
 async def test_blocked_words_refuse_a_prompt_privately_and_cost_nothing(world: World):

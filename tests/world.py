@@ -1,14 +1,14 @@
-"""End-to-end harness: the real bot, real discord.py and a real SQLite file, against both fakes."""
+"""End-to-end harness: the real bot, real discord.py and a real SQLite file, against both fakes.
+
+The ``world`` fixture (tests/conftest.py) hands each test one of these."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bot import FluxBot, create_bot
 from services.config import Settings
@@ -129,6 +129,12 @@ class World:
             validate=validate,
         )
 
+    async def card_of(self, interaction: FakeInteraction) -> int:
+        """The id of the public job card a command answered with."""
+        response = await interaction.response()
+        assert response["type"] == 4 and not interaction.ephemeral, response
+        return int(interaction.original_message["id"])
+
     async def result_in(
         self, channel_id: int, *, after: int = 0, predicate: Callable[[dict], bool] | None = None
     ) -> dict[str, Any]:
@@ -168,15 +174,3 @@ class World:
             if isinstance(body, dict) and {"content", "embeds", "attachments"} & body.keys():
                 bodies.append(body)
         return bodies
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with FakeAimlApi(api_key=API_KEY) as api, FakeDiscord(token=TOKEN) as discord:
-        with discord.patch_discord_py():
-            world = World(discord, api, tmp_path / "fluxbot.sqlite3")
-            await world.start_bot()
-            try:
-                yield world
-            finally:
-                await world.stop_bot()

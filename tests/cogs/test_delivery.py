@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests import images
-from tests.e2e.conftest import World
+from tests.world import World
 
 LIMIT = 2000  # bytes: a 1000×1000 PNG (~5 kB) does not fit, its WebP does
 

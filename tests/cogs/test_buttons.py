@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.safety import GuildSettings
-from tests.e2e.conftest import World
+from tests.world import World
 
 
 def fields(message: dict[str, Any]) -> dict[str, str]:
