@@ -9,6 +9,7 @@ from services.aimlapi.download import ResultDownloader, redact_url, result_url_a
 from services.aimlapi.errors import (
     AimlApiError,
     ApiConnectionError,
+    ApiTimeoutError,
     AuthenticationError,
     BadRequestError,
     DownloadError,
@@ -26,6 +27,7 @@ __all__ = [
     "AimlApiClient",
     "AimlApiError",
     "ApiConnectionError",
+    "ApiTimeoutError",
     "AuthenticationError",
     "BadRequestError",
     "DownloadError",

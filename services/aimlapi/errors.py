@@ -2,7 +2,9 @@
 
 Each error is a :class:`~services.errors.UserFacingError`: ``user_message`` can be shown to a
 member as is, ``str()`` and ``repr()`` are for operators' logs (no key, no signed URL, no body
-dump). ``retryable`` says whether :meth:`AimlApiClient.generate` may send the same call again.
+dump). ``retryable`` says whether :meth:`AimlApiClient.generate` may send the same call again;
+``may_be_billed`` marks failures after which the API may have charged for the call, which the
+client retries at most once in total (DESIGN §4).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ class AimlApiError(UserFacingError):
     default_user_message = "The image service ran into a problem. Try again later."
     #: Whether the client may try the same call again after this error.
     retryable: ClassVar[bool] = False
+    #: Whether the API may have charged for the call that failed this way.
+    may_be_billed: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -82,14 +86,29 @@ class ServerError(AimlApiError):
 
 
 class GenerationTimeoutError(AimlApiError):
-    """504 or our own timeout: the generation took too long and may already have been billed."""
+    """504: the API's own generation ran out of time; the call may already have been billed."""
 
-    default_user_message = "The image took too long to generate. Try again."
+    default_user_message = (
+        "The image service ran out of time while making this image. "
+        "Try again, perhaps with fewer steps or images."
+    )
     retryable = True
+    may_be_billed = True
+
+
+class ApiTimeoutError(AimlApiError):
+    """Our own limit: no answer within the attempt timeout, or the overall deadline passed.
+
+    The request had been sent, so the API may still be working on (and billing) it.
+    """
+
+    default_user_message = "The image service did not answer in time. Try again in a few minutes."
+    retryable = True
+    may_be_billed = True
 
 
 class ApiConnectionError(AimlApiError):
-    """The API could not be reached at all (DNS, refused, reset, connect timeout)."""
+    """The API could not be reached at all (DNS, refused, reset, connect timeout): not billed."""
 
     default_user_message = "The image service could not be reached. Try again in a few minutes."
     retryable = True

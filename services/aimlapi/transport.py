@@ -3,7 +3,8 @@
 The API is slow (seconds to minutes), billed per call, and sometimes busy, so the client retries
 only what is safe to retry (429, 5xx, timeouts, connection errors), within a number of attempts and
 an overall deadline, and turns every failure into an :class:`AimlApiError` whose ``user_message``
-can be shown to a Discord member as is.
+can be shown to a Discord member as is. A failure after which the call may have been billed (a
+504, or our own timeout once the request was sent) is retried at most once in total.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from services.aimlapi.download import BodyTooLarge, ResultDownloader, Sleep, rea
 from services.aimlapi.errors import (
     AimlApiError,
     ApiConnectionError,
+    ApiTimeoutError,
     BadRequestError,
-    GenerationTimeoutError,
     MalformedResponseError,
     RateLimitedError,
     error_for_status,
@@ -42,6 +43,9 @@ GENERATIONS_PATH = "/v1/images/generations"
 RETRY_AFTER_CAP = 60.0
 #: Success bodies can carry several base64 images; anything larger is not a plausible answer.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: Connecting is never billed; a connect that hangs this long is a connection error, not a
+#: timeout of a request the API may be working on.
+CONNECT_TIMEOUT = 15.0
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -140,18 +144,22 @@ class AimlApiClient:
         started = self._clock()
         deadline_at = started + self._deadline
         attempt = 0
-        timeouts = 0
+        maybe_billed = 0
         while True:
             attempt += 1
             try:
                 remaining = deadline_at - self._clock()
+                if remaining <= 0:  # a wait overslept; final, as no wait fits either
+                    raise ApiTimeoutError(detail=f"deadline passed before attempt {attempt}")
                 status, result = await self._post(
-                    body, budget=min(self._attempt_timeout, remaining)
+                    body,
+                    budget=min(self._attempt_timeout, remaining),
+                    deadline_bound=remaining < self._attempt_timeout,
                 )
             except AimlApiError as exc:
-                timeouts += isinstance(exc, GenerationTimeoutError)
-                delay = self._retry_delay(exc, attempt, timeouts, retry_rate_limited)
-                if delay is None or self._clock() + delay > deadline_at:
+                maybe_billed += exc.may_be_billed
+                delay = self._retry_delay(exc, attempt, maybe_billed, retry_rate_limited)
+                if delay is None or self._clock() + delay >= deadline_at:
                     self._log_outcome(exc.status, attempt, started, exc.request_id, exc)
                     raise
                 log.warning("aimlapi attempt %d failed (%r); retry in %.2fs", attempt, exc, delay)
@@ -161,15 +169,15 @@ class AimlApiClient:
             return result
 
     def _retry_delay(
-        self, exc: AimlApiError, attempt: int, timeouts: int, retry_rate_limited: bool
+        self, exc: AimlApiError, attempt: int, maybe_billed: int, retry_rate_limited: bool
     ) -> float | None:
         """Seconds to wait before the next attempt, or None when this error is final."""
         if not exc.retryable or attempt >= self._max_attempts:
             return None
         if isinstance(exc, RateLimitedError) and not retry_rate_limited:
             return None
-        if isinstance(exc, GenerationTimeoutError) and timeouts > 1:
-            return None  # it may have been billed twice already
+        if exc.may_be_billed and maybe_billed > 1:
+            return None  # one retry of a possibly billed call already happened (DESIGN §4)
         if exc.retry_after is not None:
             return exc.retry_after
         return self.backoff(attempt - 1)
@@ -193,15 +201,15 @@ class AimlApiClient:
 
     # ------------------------------------------------------------------ one attempt
 
-    async def _post(self, body: dict[str, Any], *, budget: float) -> tuple[int, GenerationResult]:
+    async def _post(
+        self, body: dict[str, Any], *, budget: float, deadline_bound: bool
+    ) -> tuple[int, GenerationResult]:
         """One HTTP attempt of at most ``budget`` seconds, every failure mapped to a typed error."""
-        if budget <= 0:
-            raise GenerationTimeoutError(detail="no time left before the deadline")
         headers = {
             "Authorization": f"Bearer {self._api_key.get_secret_value()}",
             "Accept": "application/json",
         }
-        timeout = aiohttp.ClientTimeout(total=budget)
+        timeout = aiohttp.ClientTimeout(total=budget, sock_connect=min(budget, CONNECT_TIMEOUT))
         try:
             async with self._session.post(
                 self._endpoint, json=body, headers=headers, timeout=timeout, allow_redirects=False
@@ -211,7 +219,8 @@ class AimlApiClient:
         except aiohttp.ConnectionTimeoutError as exc:
             raise ApiConnectionError(detail="timed out connecting to the API") from exc
         except TimeoutError as exc:
-            raise GenerationTimeoutError(detail=f"no answer within {budget:.1f}s") from exc
+            limit = "the overall deadline" if deadline_bound else "the attempt timeout"
+            raise ApiTimeoutError(detail=f"no answer within {budget:.1f}s ({limit})") from exc
         except aiohttp.ClientError as exc:
             raise ApiConnectionError(detail=f"connection failed: {type(exc).__name__}") from exc
         except BodyTooLarge as exc:

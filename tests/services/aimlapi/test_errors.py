@@ -11,6 +11,7 @@ from services.aimlapi import (
     AimlApiClient,
     AimlApiError,
     ApiConnectionError,
+    ApiTimeoutError,
     AuthenticationError,
     BadRequestError,
     DownloadError,
@@ -81,7 +82,7 @@ def test_undocumented_statuses_fall_into_their_class(
 
 
 def test_every_error_is_user_facing_with_a_plain_default_message() -> None:
-    assert len(ALL_ERRORS) == 10
+    assert len(ALL_ERRORS) == 11
     for cls in ALL_ERRORS:
         assert issubclass(cls, UserFacingError)
         error = cls()
@@ -90,9 +91,27 @@ def test_every_error_is_user_facing_with_a_plain_default_message() -> None:
         assert error.status is None and error.request_id is None and error.retry_after is None
 
 
-def test_which_errors_are_retried() -> None:
+def test_which_errors_are_retried_and_which_may_be_billed() -> None:
     retryable = {cls for cls in ALL_ERRORS if cls.retryable}
-    assert retryable == {RateLimitedError, ServerError, GenerationTimeoutError, ApiConnectionError}
+    billed = {cls for cls in ALL_ERRORS if cls.may_be_billed}
+    assert retryable == {
+        RateLimitedError,
+        ServerError,
+        GenerationTimeoutError,
+        ApiTimeoutError,
+        ApiConnectionError,
+    }
+    assert billed == {GenerationTimeoutError, ApiTimeoutError}
+
+
+def test_api_timeout_and_our_timeout_tell_members_different_things() -> None:
+    theirs = GenerationTimeoutError().user_message
+    ours = ApiTimeoutError().user_message
+    assert theirs != ours
+    assert "ran out of time" in theirs  # the API gave up on the generation
+    assert "did not answer in time" in ours  # we stopped waiting
+    assert not issubclass(ApiTimeoutError, GenerationTimeoutError | ApiConnectionError)
+    assert not issubclass(GenerationTimeoutError, ApiTimeoutError | ServerError)
 
 
 def test_positional_argument_is_the_member_message_and_detail_goes_to_logs() -> None:

@@ -15,6 +15,7 @@ from services.aimlapi import (
     AimlApiClient,
     AimlApiError,
     ApiConnectionError,
+    ApiTimeoutError,
     AuthenticationError,
     GenerationTimeoutError,
     RateLimitedError,
@@ -174,6 +175,21 @@ async def test_no_wait_starts_past_the_deadline(
     assert api.calls == 2
 
 
+async def test_no_attempt_starts_past_the_deadline_after_an_oversleep(
+    make_client: Callable[..., AimlApiClient],
+    api: FakeAimlApi,
+    reference: str,
+    fake_time: FakeTime,
+) -> None:
+    async def oversleep(seconds: float) -> None:
+        await fake_time.sleep(seconds + 1.0)  # a loaded event loop wakes late
+
+    api.fail_next(503)
+    with pytest.raises(ApiTimeoutError, match="deadline passed before attempt 2"):
+        await make_client(deadline=1.0, sleep=oversleep).generate(ask(reference))
+    assert api.calls == 1
+
+
 async def test_retry_after_past_the_deadline_raises_at_once(
     make_client: Callable[..., AimlApiClient], api: FakeAimlApi, reference: str
 ) -> None:
@@ -202,28 +218,34 @@ async def test_connection_refused_is_retried_then_raised(
     client = make_client(base_url=f"http://127.0.0.1:{closed_port}", max_attempts=3)
     with pytest.raises(ApiConnectionError):
         await client.generate(ask(reference))
-    assert len(fake_time.sleeps) == 2
+    assert len(fake_time.sleeps) == 2  # never sent, never billed: not limited to one retry
 
 
 # --------------------------------------------------------------------------- timeouts
+# A 504 (the API gave up) and our own timeout (we stopped waiting) are different errors, but both
+# may have been billed, so together they are retried at most once (DESIGN §4).
 
 
 async def test_504_is_retried_at_most_once(
     client: AimlApiClient, api: FakeAimlApi, reference: str
 ) -> None:
     api.fail_next(504, times=3)
-    with pytest.raises(GenerationTimeoutError):
+    with pytest.raises(GenerationTimeoutError) as caught:
         await client.generate(ask(reference))
     assert api.calls == 2
+    assert caught.value.status == 504
+    assert caught.value.user_message == GenerationTimeoutError.default_user_message
 
 
 async def test_client_timeout_retried_once_then_raised(
     make_client: Callable[..., AimlApiClient], api: FakeAimlApi, reference: str
 ) -> None:
     api.delay_next(30, times=3)
-    with pytest.raises(GenerationTimeoutError):
+    with pytest.raises(ApiTimeoutError, match="attempt timeout") as caught:
         await make_client(attempt_timeout=0.2).generate(ask(reference))
     assert api.calls == 2
+    assert caught.value.status is None
+    assert caught.value.user_message == ApiTimeoutError.default_user_message
 
 
 async def test_client_timeout_then_success(
@@ -232,6 +254,52 @@ async def test_client_timeout_then_success(
     api.delay_next(30)
     result = await make_client(attempt_timeout=0.2).generate(ask(reference))
     assert result.images and api.calls == 2
+
+
+async def test_504_then_success(client: AimlApiClient, api: FakeAimlApi, reference: str) -> None:
+    api.fail_next(504)
+    result = await client.generate(ask(reference))
+    assert result.images and api.calls == 2
+
+
+async def test_504_then_our_timeout_is_not_retried_again(
+    make_client: Callable[..., AimlApiClient], api: FakeAimlApi, reference: str
+) -> None:
+    api.fail_next(504)
+    api.delay_next(30, times=2)
+    with pytest.raises(ApiTimeoutError):
+        await make_client(attempt_timeout=0.2).generate(ask(reference))
+    assert api.calls == 2
+
+
+async def test_our_timeout_then_504_is_not_retried_again(
+    make_client: Callable[..., AimlApiClient], api: FakeAimlApi, reference: str
+) -> None:
+    api.delay_next(30)
+    api.fail_next(504, times=2)
+    with pytest.raises(GenerationTimeoutError):
+        await make_client(attempt_timeout=0.2).generate(ask(reference))
+    assert api.calls == 2
+
+
+async def test_other_failures_between_timeouts_do_not_reset_the_limit(
+    client: AimlApiClient, api: FakeAimlApi, reference: str
+) -> None:
+    api.fail_next(504)
+    api.fail_next(503)  # not billed: retried as usual
+    api.fail_next(504, times=2)
+    with pytest.raises(GenerationTimeoutError):
+        await client.generate(ask(reference))
+    assert api.calls == 3
+
+
+async def test_overall_deadline_cuts_an_attempt_short(
+    make_client: Callable[..., AimlApiClient], api: FakeAimlApi, reference: str
+) -> None:
+    api.delay_next(30)
+    with pytest.raises(ApiTimeoutError, match="overall deadline"):
+        await make_client(deadline=0.2, attempt_timeout=5.0).generate(ask(reference))
+    assert api.calls == 1  # no time left to retry
 
 
 # --------------------------------------------------------------------------- logs
