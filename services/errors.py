@@ -9,11 +9,17 @@ from __future__ import annotations
 
 
 class UserFacingError(Exception):
-    """An error whose ``user_message`` is plain words a member can act on (no secrets, no ids)."""
+    """An error whose ``user_message`` is plain words a member can act on (no secrets, no ids).
+
+    One constructor shape for every subclass: the positional argument, when given, is what a
+    member reads (``QueueRefused("You already have 3 images waiting.")``); without it the class's
+    ``default_user_message`` is used. ``detail`` is for operators' logs and is what ``str()``
+    gives; it defaults to the member's message.
+    """
 
     default_user_message = "Something went wrong. Try again in a minute."
 
     def __init__(self, user_message: str | None = None, *, detail: str | None = None) -> None:
-        """``detail`` is for operators' logs; it defaults to the member's message."""
         self.user_message = user_message or self.default_user_message
-        super().__init__(detail or self.user_message)
+        self.detail = detail or self.user_message
+        super().__init__(self.detail)

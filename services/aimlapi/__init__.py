@@ -1,9 +1,15 @@
-"""Client for the AI/ML API: one call, typed errors, bounded retries, result download."""
+"""Client for the AI/ML API: one call, typed errors, bounded retries, result download.
 
-from services.aimlapi.client import (
-    AimlApiClient,
+Laid out like openai-python's client: ``errors`` (the hierarchy and the status mapping), ``wire``
+(what the API sends, parsed), ``transport`` (:class:`AimlApiClient`: the call and its retries),
+``download`` (fetching results), ``types`` (what the rest of the bot sees).
+"""
+
+from services.aimlapi.download import ResultDownloader, redact_url, result_url_allowed
+from services.aimlapi.errors import (
     AimlApiError,
     ApiConnectionError,
+    ApiTimeoutError,
     AuthenticationError,
     BadRequestError,
     DownloadError,
@@ -12,16 +18,16 @@ from services.aimlapi.client import (
     OutOfCreditsError,
     RateLimitedError,
     ServerError,
-    parse_retry_after,
-    redact_url,
-    sanitise_message,
 )
+from services.aimlapi.transport import AimlApiClient, parse_retry_after
 from services.aimlapi.types import GeneratedImage, GenerationResult
+from services.aimlapi.wire import sanitise_message
 
 __all__ = [
     "AimlApiClient",
     "AimlApiError",
     "ApiConnectionError",
+    "ApiTimeoutError",
     "AuthenticationError",
     "BadRequestError",
     "DownloadError",
@@ -31,8 +37,10 @@ __all__ = [
     "MalformedResponseError",
     "OutOfCreditsError",
     "RateLimitedError",
+    "ResultDownloader",
     "ServerError",
     "parse_retry_after",
     "redact_url",
+    "result_url_allowed",
     "sanitise_message",
 ]

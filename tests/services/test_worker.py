@@ -26,7 +26,7 @@ class BusyApi:
 
     async def generate(self, body: dict[str, Any], **options: Any) -> None:
         self.calls.append(options)
-        raise RateLimitedError("API answered HTTP 429", status=429, retry_after=3.0)
+        raise RateLimitedError(detail="API answered HTTP 429", status=429, retry_after=3.0)
 
 
 class Publisher:
