@@ -14,7 +14,7 @@ import email.utils
 import logging
 import random as _random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,7 +68,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
 
-def _header_request_id(headers: Any) -> str | None:
+def _header_request_id(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-request-id") or headers.get("request-id")
 
 

@@ -107,11 +107,11 @@ def result_from(payload: object) -> GenerationResult:
     if "data" in payload:
         data = DataShape.model_validate(payload)
         meta = data.meta or {}
-        flags = meta.get("has_nsfw_concepts")
+        nsfw: object = meta.get("has_nsfw_concepts")
         seed = meta.get("seed")
         return _result(
             data.data,
-            flags if isinstance(flags, list) else [],
+            nsfw if isinstance(nsfw, list) else [],
             seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
             None,
             data.request_id,

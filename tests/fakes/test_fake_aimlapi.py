@@ -1,8 +1,4 @@
-"""What FakeAimlApi itself does (its concurrency limit, seed-dependent images).
-
-The client's own tests are in ``tests/services/aimlapi/``; these test only the fake and are
-due to move beside it in ``tests/fakes``.
-"""
+"""What FakeAimlApi itself does (its concurrency limit, seed-dependent images)."""
 
 from __future__ import annotations
 
