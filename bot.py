@@ -120,10 +120,10 @@ class FluxBot(commands.Bot):
         payload = json.dumps([c.to_dict(self.tree) for c in commands_], sort_keys=True)
         digest = hashlib.sha256(payload.encode()).hexdigest()
         key = f"commands:{self.application_id}:{guild.id if guild else 'global'}"
-        if await self.store.get_meta(key) == digest:
+        if await self.store.meta.get(key) == digest:
             return 0
         synced = await self.tree.sync(guild=guild)
-        await self.store.set_meta(key, digest)
+        await self.store.meta.set(key, digest)
         return len(synced)
 
     async def on_ready(self) -> None:
@@ -150,7 +150,7 @@ class FluxBot(commands.Bot):
         """Store a generation, queue it, and have its card show it; returns jobs ahead."""
         async with self._admission:  # check and store as one step, or two presses both pass
             await self.admit(new.user_id, new.guild_id)
-            generation = await self.store.create_generation(new)
+            generation = await self.store.generations.create(new)
         ahead = self.queue.submit(
             Job(generation.id, generation.user_id, generation.guild_id), check=False
         )
@@ -173,14 +173,16 @@ class FluxBot(commands.Bot):
         wait behind them. Each job fetches a fresh reference URL from its card when it runs.
         """
         try:
-            interrupted = await self.store.mark_running_as_interrupted()
+            interrupted = await self.store.generations.mark_running_as_interrupted()
             if interrupted:
                 log.warning("%d generations were interrupted mid-call; they run again", interrupted)
             cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.job_timeout_seconds)
             resumed = 0
-            for generation in await self.store.unfinished_generations():
+            for generation in await self.store.generations.unfinished():
                 if generation.created_at < cutoff:
-                    await self.store.mark_failed(generation.id, RESUME_TOO_LATE, datetime.now(UTC))
+                    await self.store.generations.mark_failed(
+                        generation.id, RESUME_TOO_LATE, datetime.now(UTC)
+                    )
                     await self.publisher.job_failed(generation, RESUME_TOO_LATE)
                     continue
                 if generation.id not in self.queue:  # not one queued since start-up
@@ -213,14 +215,15 @@ class FluxBot(commands.Bot):
             )
             waiting, interrupted = await self.queue.shutdown(grace)
             for job in interrupted:
-                await self.store.mark_interrupted(job.generation_id)
+                await self.store.generations.mark_interrupted(job.generation_id)
                 log.warning(
                     "generation %s: still running after %gs; interrupted, it runs again after "
                     "the restart (the API may bill it twice)",
                     job.generation_id,
                     grace,
                 )
-            await self.store.mark_running_as_interrupted()  # anything the grace cut mid-write
+            # Anything the grace period cut mid-write.
+            await self.store.generations.mark_running_as_interrupted()
             if waiting:
                 log.info("%d waiting generations kept for the next start", len(waiting))
             await self.publisher.cards.flush()

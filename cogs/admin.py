@@ -66,7 +66,7 @@ class AdminCog(commands.Cog):
             log.info("settings refused for %s in %s", interaction.user.id, interaction.guild_id)
             await reply(interaction, NOT_ALLOWED)
             return
-        current = await self.bot.store.get_guild_settings(interaction.guild_id)
+        current = await self.bot.store.guild_settings.get(interaction.guild_id)
         changes: dict[str, object] = {}
         if unfiltered_in_nsfw is not None:
             changes["unfiltered_in_nsfw"] = unfiltered_in_nsfw
@@ -81,7 +81,7 @@ class AdminCog(commands.Cog):
             changes["blocked_terms"] = terms
         if changes:
             current = current.model_copy(update=changes)
-            await self.bot.store.save_guild_settings(current, updated_by=interaction.user.id)
+            await self.bot.store.guild_settings.save(current, updated_by=interaction.user.id)
             log.info(
                 "guild %s: settings changed by %s (%s)",
                 interaction.guild_id,

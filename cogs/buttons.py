@@ -36,7 +36,7 @@ GONE = "I can't find this image in my records any more. Start again with /imagin
 
 async def guild_settings(bot: FluxBot, interaction: discord.Interaction) -> GuildSettings | None:
     return (
-        await bot.store.get_guild_settings(interaction.guild_id) if interaction.guild_id else None
+        await bot.store.guild_settings.get(interaction.guild_id) if interaction.guild_id else None
     )
 
 
@@ -83,7 +83,7 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         bot: FluxBot = interaction.client  # type: ignore[assignment]
-        self.generation = await bot.store.get_generation(self.generation_id)
+        self.generation = await bot.store.generations.get(self.generation_id)
         if self.generation is None:
             await reply(interaction, GONE)
             return False
@@ -150,7 +150,7 @@ class CancelButton(GenerationButton, template=r"fluxbot:cancel:(?P<id>[0-9]{1,20
     async def press(
         self, bot: FluxBot, interaction: discord.Interaction, generation: Generation
     ) -> None:
-        if not bot.queue.cancel(generation.id) or not await bot.store.mark_cancelled(
+        if not bot.queue.cancel(generation.id) or not await bot.store.generations.mark_cancelled(
             generation.id, cancelled_by=interaction.user.id
         ):
             await reply(interaction, "This image has already started, so it can't be cancelled.")
@@ -293,7 +293,7 @@ class ButtonsCog(commands.Cog):
             await reply(interaction, UNEXPECTED)
 
     async def _remix(self, interaction: discord.Interaction, generation_id: int) -> None:
-        source = await self.bot.store.get_generation(generation_id)
+        source = await self.bot.store.generations.get(generation_id)
         if source is None:
             await reply(interaction, GONE)
             return

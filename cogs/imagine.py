@@ -151,7 +151,7 @@ class ImagineCog(commands.Cog):
     ) -> GenerationParameters:
         """The guild's blocked terms, and the safety checker: on unless allowed off right here."""
         guild_id = interaction.guild_id
-        settings = await self.bot.store.get_guild_settings(guild_id) if guild_id else None
+        settings = await self.bot.store.guild_settings.get(guild_id) if guild_id else None
         check_prompt(parameters.prompt, settings)
         checker = safety_checker_enabled(settings, channel_nsfw=is_nsfw(interaction.channel))
         return parameters.model_copy(update={"safety_checker": checker})

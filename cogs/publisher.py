@@ -90,7 +90,7 @@ class DiscordPublisher:
     # -- cards ----------------------------------------------------------------------------
 
     async def _edit_card(self, card_message_id: int) -> None:
-        generation = await self.bot.store.latest_for_card(card_message_id)
+        generation = await self.bot.store.generations.latest_for_card(card_message_id)
         if generation is None or generation.card_channel_id is None:
             return
         ahead = self.bot.queue.jobs_ahead(generation.id)
@@ -126,7 +126,7 @@ class DiscordPublisher:
         url = next((a.url for a in card.attachments if a.filename.startswith(REFERENCE_STEM)), None)
         if url is None:
             raise ReferenceUnavailable
-        await self.bot.store.set_reference_url(generation.id, url)
+        await self.bot.store.generations.set_reference_url(generation.id, url)
         return url
 
     async def job_started(self, generation: Generation) -> None:

@@ -75,7 +75,7 @@ class DailyQuotas:
             return
         since, resets_at = self.today()
         for limit, scope, who in scopes:
-            used = await self._store.count_since(since=since, statuses=COUNTED, **scope)
+            used = await self._store.generations.count_since(since=since, statuses=COUNTED, **scope)
             if used >= limit:
                 raise QuotaExceeded(
                     f"{who} {limit} images for today. "

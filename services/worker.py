@@ -86,7 +86,7 @@ class GenerationWorker:
         self._now = now
 
     async def __call__(self, job: Job) -> None:
-        generation = await self._store.mark_running(job.generation_id, self._now())
+        generation = await self._store.generations.mark_running(job.generation_id, self._now())
         if generation is None:
             log.info("generation %s: no longer waiting, skipped", job.generation_id)
             return
@@ -100,7 +100,7 @@ class GenerationWorker:
             job.api_call_done()
             images = [await self._download(image) for image in result.images]
             # Stored before posting: a Remix pressed the moment the result appears shows it.
-            await self._store.set_seed(generation.id, result.seed)
+            await self._store.generations.set_seed(generation.id, result.seed)
             message_ids = await self._publisher.job_succeeded(generation, result, images)
         except RateLimitedError as exc:
             await self._rate_limited(generation, exc)
@@ -110,7 +110,7 @@ class GenerationWorker:
             log.exception("generation %s: unexpected failure", generation.id)
             await self._fail(generation, "Something went wrong on our side. Press Reroll to retry.")
         else:
-            await self._store.mark_done(
+            await self._store.generations.mark_done(
                 generation.id,
                 seed=result.seed,
                 result_message_ids=message_ids,
@@ -130,7 +130,7 @@ class GenerationWorker:
         if self._now() - generation.created_at >= self._job_timeout:
             await self._fail(generation, BUSY_TOO_LONG, log_level=logging.WARNING)
             return
-        requeued = await self._store.mark_requeued(generation.id)
+        requeued = await self._store.generations.mark_requeued(generation.id)
         if requeued is not None and self._on_requeued is not None:
             self._on_requeued(requeued)
         raise RateLimited(exc.retry_after) from None
@@ -141,5 +141,5 @@ class GenerationWorker:
     async def _fail(self, generation: Generation, reason: str, *, log_level: int = 0) -> None:
         if log_level:
             log.log(log_level, "generation %s: failed: %s", generation.id, reason)
-        await self._store.mark_failed(generation.id, reason, self._now())
+        await self._store.generations.mark_failed(generation.id, reason, self._now())
         await self._publisher.job_failed(generation, reason)

@@ -35,7 +35,7 @@ async def test_a_pattern_is_refused_and_nothing_changes(world: World):
     response = await settings_command(world, owner, blocked_words="(a+)+$")
     assert "looks like a pattern" in response["data"]["content"]
     assert world.bot is not None
-    assert (await world.bot.store.get_guild_settings(world.guild)).blocked_terms == ()
+    assert (await world.bot.store.guild_settings.get(world.guild)).blocked_terms == ()
 
 
 async def test_members_without_manage_server_are_refused_even_if_the_command_is_shown(
@@ -49,7 +49,7 @@ async def test_members_without_manage_server_are_refused_even_if_the_command_is_
 
     assert "Manage Server" in response["data"]["content"]
     assert world.bot is not None
-    settings = await world.bot.store.get_guild_settings(world.guild)
+    settings = await world.bot.store.guild_settings.get(world.guild)
     assert not settings.unfiltered_in_nsfw and not settings.open_rerolls
 
 

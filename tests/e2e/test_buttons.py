@@ -174,7 +174,7 @@ async def test_a_remix_form_opened_before_a_restart_still_works_after_it(world: 
 async def test_a_guild_that_opened_rerolls_lets_any_member_reroll(world: World):
     card_id, result = await first_result(world)
     assert world.bot is not None
-    await world.bot.store.save_guild_settings(
+    await world.bot.store.guild_settings.save(
         GuildSettings(guild_id=world.guild, open_rerolls=True), updated_by=world.moderator
     )
     reroll = await press(world, result, "reroll", user=world.bob)
@@ -188,7 +188,7 @@ async def test_a_guild_that_opened_rerolls_lets_any_member_reroll(world: World):
 async def test_a_remix_prompt_is_checked_against_the_guilds_blocked_words(world: World):
     _, result = await first_result(world)
     assert world.bot is not None
-    await world.bot.store.save_guild_settings(
+    await world.bot.store.guild_settings.save(
         GuildSettings(guild_id=world.guild, blocked_terms=("gore",)), updated_by=world.moderator
     )
     opened = await press(world, result, "remix")

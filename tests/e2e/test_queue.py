@@ -149,7 +149,7 @@ async def test_jobs_queued_at_a_restart_finish_after_it_in_their_order(world: Wo
 
     # Stored order is the order the jobs were accepted, which concurrent intake may swap.
     assert world.bot is not None
-    stored = [await world.bot.store.latest_for_card(card_id) for card_id in cards]
+    stored = [await world.bot.store.generations.latest_for_card(card_id) for card_id in cards]
     accepted = [g.parameters.prompt for g in sorted(stored, key=lambda g: g.id)]  # type: ignore[union-attr]
     assert [r["prompt"] for r in world.api.requests] == [accepted[0], *accepted]
 

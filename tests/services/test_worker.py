@@ -14,7 +14,7 @@ from services.jobs import Job, RateLimited
 from services.model_registry import DEFAULT_MODEL, model_entry
 from services.store import Generation, GenerationStatus, Store
 from services.worker import BUSY_TOO_LONG, GenerationWorker
-from tests.services.test_store import new
+from tests.services.store.records import new
 
 T0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
 
@@ -54,7 +54,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def queued(store: Store) -> Generation:
-    return await store.create_generation(new(), created_at=T0)
+    return await store.generations.create(new(), created_at=T0)
 
 
 def worker(store: Store, api: BusyApi, publisher: Publisher, now: datetime, **kw: Any):
@@ -79,7 +79,7 @@ async def test_a_429_puts_a_young_job_back_in_line_for_the_queue_to_retry(store:
 
     assert raised.value.retry_after == 3.0
     assert api.calls == [{"retry_rate_limited": False}]  # no retrying on its own
-    stored = await store.get_generation(generation.id)
+    stored = await store.generations.get(generation.id)
     assert stored is not None and stored.status == GenerationStatus.QUEUED
     assert stored.started_at is None and stored.attempts == 1
     assert [g.id for g in requeued] == [generation.id] and publisher.failed == []
@@ -92,7 +92,7 @@ async def test_a_429_after_job_timeout_fails_the_job_plainly(store: Store):
 
     await run(Job(generation.id, user_id=1))  # no RateLimited: the job is over
 
-    stored = await store.get_generation(generation.id)
+    stored = await store.generations.get(generation.id)
     assert stored is not None and stored.status == GenerationStatus.FAILED
     assert stored.error == BUSY_TOO_LONG
     assert publisher.failed == [(generation.id, BUSY_TOO_LONG)]
