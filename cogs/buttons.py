@@ -22,7 +22,7 @@ from cogs.errors import UNEXPECTED, reply
 from services.jobs import QUEUED_FOR_RESTART, QueueRefused
 from services.parameters import GenerationParameters, describe_invalid
 from services.safety import GuildSettings, PromptBlocked, check_prompt
-from services.store import Generation
+from services.store import Generation, GenerationKind, GenerationStatus
 
 if TYPE_CHECKING:
     from bot import FluxBot
@@ -120,9 +120,9 @@ class RerollButton(GenerationButton, template=r"fluxbot:reroll:(?P<id>[0-9]{1,20
         self, bot: FluxBot, interaction: discord.Interaction, source: Generation
     ) -> None:
         # A failed job is retried as it was; a finished one gets a fresh random seed.
-        seed = source.parameters.seed if source.status == "failed" else None
+        seed = source.parameters.seed if source.status == GenerationStatus.FAILED else None
         parameters = source.parameters.model_copy(update={"seed": seed})
-        await start_follow_up(bot, interaction, source, parameters, kind="reroll")
+        await start_follow_up(bot, interaction, source, parameters, kind=GenerationKind.REROLL)
 
 
 class RemixButton(GenerationButton, template=r"fluxbot:remix:(?P<id>[0-9]{1,20})"):
@@ -226,7 +226,7 @@ async def start_follow_up(
     source: Generation,
     parameters: GenerationParameters,
     *,
-    kind: str,
+    kind: GenerationKind,
 ) -> None:
     """Queue a reroll or remix of ``source`` in the same thread and acknowledge the press."""
     try:
@@ -248,7 +248,8 @@ async def start_follow_up(
         else "in the thread"
     )
     queued = f", {ahead} ahead of you" if ahead else ""
-    text = f"{'🎲' if kind == 'reroll' else '✏️'} On it{queued} — the result will appear {where}."
+    emoji = "🎲" if kind == GenerationKind.REROLL else "✏️"
+    text = f"{emoji} On it{queued} — the result will appear {where}."
     if bot.queue.stopping:
         text = f"{QUEUED_FOR_RESTART} The result will appear {where}."
     await interaction.followup.send(
@@ -268,7 +269,7 @@ def result_view(generation: Generation) -> discord.ui.View:
 
 def card_view(generation: Generation) -> discord.ui.View | None:
     """Cancel is offered only while the job waits: a running job is already being paid for."""
-    if generation.status != "queued":
+    if generation.status != GenerationStatus.QUEUED:
         return None
     view = discord.ui.View(timeout=None)
     view.add_item(CancelButton(generation.id))
@@ -314,7 +315,7 @@ class ButtonsCog(commands.Cog):
         except ValueError as exc:
             await reply(interaction, f"{exc} Press Remix to try again.")
             return
-        await start_follow_up(self.bot, interaction, source, parameters, kind="remix")
+        await start_follow_up(self.bot, interaction, source, parameters, kind=GenerationKind.REMIX)
 
 
 async def setup(bot: FluxBot) -> None:

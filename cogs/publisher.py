@@ -20,7 +20,7 @@ from cogs.render import is_nsfw
 from services.aimlapi import GenerationResult
 from services.card_updates import CardUpdater
 from services.images import EncodedFile, ImageRejected, fit_for_upload
-from services.store import Generation
+from services.store import Generation, GenerationKind
 from services.worker import DeliveryFailed, ReferenceUnavailable
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class DiscordPublisher:
         Signed CDN URLs expire after about a day, so any later job (reroll, remix, resumed
         job) asks Discord for the card again, which also notices a deleted card.
         """
-        if generation.kind == "imagine" and generation.attempts <= 1:
+        if generation.kind == GenerationKind.IMAGINE and generation.attempts <= 1:
             return generation.reference_url
         if generation.card_message_id is None or generation.card_channel_id is None:
             raise ReferenceUnavailable

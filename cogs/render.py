@@ -8,7 +8,7 @@ from datetime import datetime
 import discord
 
 from services.aimlapi import GenerationResult
-from services.store import Generation
+from services.store import Generation, GenerationStatus
 
 NO_MENTIONS = discord.AllowedMentions.none()
 COLOUR = discord.Colour(0x7C3AED)
@@ -71,20 +71,20 @@ def timestamp(moment: datetime) -> str:
 def status_line(generation: Generation, *, ahead: int | None = None) -> str:
     """One line for the card, from the generation's stored state."""
     match generation.status:
-        case "queued" | "interrupted":
+        case GenerationStatus.QUEUED | GenerationStatus.INTERRUPTED:
             if ahead:
                 return f"⏳ Queued — {ahead} ahead of you"
             return "⏳ Queued — you're next"
-        case "running":
+        case GenerationStatus.RUNNING:
             started = generation.started_at or generation.created_at
             return f"🎨 Generating… started {timestamp(started)}"
-        case "done":
+        case GenerationStatus.DONE:
             took = ""
             if generation.finished_at and generation.started_at:
                 seconds = (generation.finished_at - generation.started_at).total_seconds()
                 took = f" in {seconds:.1f} s"
             return f"✅ Done{took}"
-        case "cancelled":
+        case GenerationStatus.CANCELLED:
             by = f" by <@{generation.cancelled_by}>" if generation.cancelled_by else ""
             return f"🚫 Cancelled{by}"
         case _:
@@ -93,7 +93,7 @@ def status_line(generation: Generation, *, ahead: int | None = None) -> str:
 
 def card_embed(generation: Generation, *, ahead: int | None = None) -> discord.Embed:
     """The public job card: what was asked, by whom, and the latest job's status."""
-    failed = generation.status == "failed"
+    failed = generation.status == GenerationStatus.FAILED
     embed = discord.Embed(
         title="Image remix",
         description=display_prompt(generation.parameters.prompt),

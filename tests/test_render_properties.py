@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from cogs import render
 from services.aimlapi import GeneratedImage, GenerationResult
 from services.parameters import PROMPT_MAX, SEED_MAX, GenerationParameters, describe_invalid
-from services.store import Generation, GenerationStatus
+from services.store import Generation, GenerationKind, GenerationStatus
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -43,7 +43,7 @@ def generation(prompt: str, status: GenerationStatus, error: str | None) -> Gene
     return Generation(
         id=2**53,
         parent_id=None,
-        kind="imagine",
+        kind=GenerationKind.IMAGINE,
         user_id=2**63 - 1,
         guild_id=2**63 - 1,
         channel_id=2**63 - 1,
