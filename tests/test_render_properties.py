@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from cogs import render
 from services.aimlapi import GeneratedImage, GenerationResult
+from services.model_registry import DEFAULT_MODEL
 from services.parameters import PROMPT_MAX, SEED_MAX, GenerationParameters, describe_invalid
 from services.store import Generation, GenerationKind, GenerationStatus
 
@@ -50,6 +51,7 @@ def generation(prompt: str, status: GenerationStatus, error: str | None) -> Gene
         thread_id=None,
         card_channel_id=None,
         card_message_id=None,
+        model=DEFAULT_MODEL,
         # Unvalidated, as old rows are read: the prompt may be anything stored.
         parameters=GenerationParameters.model_construct(
             prompt=prompt,

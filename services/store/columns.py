@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Dialect, Integer, Text
 from sqlalchemy.types import TypeDecorator
+
+from services.parameters import GenerationParameters
 
 #: Generation ids appear in button custom ids: BIGINT on PostgreSQL, and on SQLite an INTEGER
 #: PRIMARY KEY with AUTOINCREMENT so a deleted newest row's id is never handed out again.
@@ -50,3 +53,29 @@ class IdList(TypeDecorator[tuple[int, ...]]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> tuple[int, ...]:
         return tuple(int(v) for v in json.loads(value)) if value else ()
+
+
+def parameters_json(parameters: dict[str, Any]) -> str:
+    """How a parameters object is written: compact JSON of ``model_dump(mode="json")``."""
+    return json.dumps(parameters, ensure_ascii=False, separators=(",", ":"))
+
+
+class ParametersJSON(TypeDecorator[GenerationParameters]):
+    """:class:`GenerationParameters` as JSON text.
+
+    Read back without validation (``model_construct``): a stored job must stay readable after a
+    limit is tightened, and a name missing from an old row takes today's default.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: GenerationParameters | None, dialect: Dialect
+    ) -> str | None:
+        return None if value is None else parameters_json(value.model_dump(mode="json"))
+
+    def process_result_value(
+        self, value: str | None, dialect: Dialect
+    ) -> GenerationParameters | None:
+        return None if value is None else GenerationParameters.model_construct(**json.loads(value))

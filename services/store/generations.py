@@ -10,7 +10,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.parameters import GenerationParameters
 from services.store.columns import as_utc
 from services.store.engine import Writer
 from services.store.records import UNFINISHED, Generation, GenerationStatus, NewGeneration
@@ -21,29 +20,11 @@ _STARTABLE = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
 _CANCELLABLE = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
 _FAILABLE = tuple(UNFINISHED)
 
-#: Columns that hold the parameters, by parameter name (the seed column predates the split).
-PARAMETER_COLUMNS = {
-    "prompt": "prompt",
-    "strength": "strength",
-    "seed": "seed_requested",
-    "steps": "steps",
-    "guidance": "guidance",
-    "count": "count",
-    "safety_checker": "safety_checker",
-}
-
-
-def _parameter_values(parameters: GenerationParameters) -> dict[str, Any]:
-    return {column: getattr(parameters, name) for name, column in PARAMETER_COLUMNS.items()}
-
 
 def _record(row: Row[Any]) -> Generation:
-    values = dict(row._mapping)
-    # Built without validation: old rows must stay readable if limits tighten later.
-    parameters = GenerationParameters.model_construct(
-        **{name: values.pop(column) for name, column in PARAMETER_COLUMNS.items()}
-    )
-    return Generation.model_validate(values | {"parameters": parameters})
+    # ``parameters`` arrives built without validation (columns.ParametersJSON): old rows stay
+    # readable if limits tighten later, and pydantic keeps the instance as it is.
+    return Generation.model_validate(row._mapping)
 
 
 def _record_or_none(row: Row[Any] | None) -> Generation | None:
@@ -66,11 +47,11 @@ class GenerationRepository:
 
     async def create(self, new: NewGeneration, *, created_at: datetime | None = None) -> Generation:
         """Store an accepted job as ``queued``; its id is what the buttons will carry."""
-        values = (
-            new.model_dump(exclude={"parameters"})
-            | _parameter_values(new.parameters)
-            | {"status": GenerationStatus.QUEUED, "created_at": self._now(created_at)}
-        )
+        values = new.model_dump(exclude={"parameters"}) | {
+            "parameters": new.parameters,
+            "status": GenerationStatus.QUEUED,
+            "created_at": self._now(created_at),
+        }
         async with self._write() as conn:
             result = await conn.execute(
                 generations.insert().values(values).returning(*generations.c)

@@ -7,10 +7,13 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from services.model_registry import DEFAULT_MODEL
 from services.parameters import GenerationParameters
 
 #: Discord snowflakes are unsigned 64-bit in principle, signed 63-bit in practice (BIGINT fits).
 Snowflake = Annotated[int, Field(ge=0, le=2**63 - 1)]
+#: The longest model id the ``generations.model`` column holds.
+MODEL_ID_MAX = 100
 
 
 class GenerationKind(StrEnum):
@@ -47,6 +50,8 @@ class NewGeneration(BaseModel):
     thread_id: Snowflake | None = None
     card_channel_id: Snowflake | None = None
     card_message_id: Snowflake | None = None
+    #: The AI/ML API model id (``services.model_registry``) this job runs on.
+    model: str = Field(default=DEFAULT_MODEL, min_length=1, max_length=MODEL_ID_MAX)
     parameters: GenerationParameters
     reference_url: str = Field(min_length=1)
     #: The channel's upload limit as the interaction reported it (discord.py's guild cache only
@@ -68,6 +73,7 @@ class Generation(BaseModel):
     thread_id: int | None
     card_channel_id: int | None
     card_message_id: int | None
+    model: str
     parameters: GenerationParameters
     seed: int | None
     reference_url: str
@@ -86,7 +92,7 @@ class Generation(BaseModel):
     def follow_up(
         self, *, kind: GenerationKind, user_id: int, parameters: GenerationParameters
     ) -> NewGeneration:
-        """A reroll or remix: same place, card and reference; new settings and asker."""
+        """A reroll or remix: same place, card, reference and model; new settings and asker."""
         return NewGeneration(
             parameters=parameters,
             kind=kind,
@@ -97,6 +103,7 @@ class Generation(BaseModel):
             thread_id=self.thread_id,
             card_channel_id=self.card_channel_id,
             card_message_id=self.card_message_id,
+            model=self.model,
             reference_url=self.reference_url,
             upload_limit=self.upload_limit,
         )

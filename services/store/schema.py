@@ -20,7 +20,8 @@ from sqlalchemy import (
     Text,
 )
 
-from services.store.columns import Id, IdList, UTCDateTime
+from services.store.columns import Id, IdList, ParametersJSON, UTCDateTime
+from services.store.records import MODEL_ID_MAX
 
 metadata = MetaData()
 
@@ -36,13 +37,12 @@ generations = Table(
     Column("thread_id", BigInteger),
     Column("card_channel_id", BigInteger),
     Column("card_message_id", BigInteger),
-    Column("prompt", Text, nullable=False),
-    Column("strength", Float, nullable=False),
-    Column("seed_requested", BigInteger),
-    Column("steps", Integer, nullable=False),
-    Column("guidance", Float, nullable=False),
-    Column("count", Integer, nullable=False),
-    Column("safety_checker", Boolean, nullable=False),
+    # The database's default is the one model there was before jobs named theirs (v0004); the
+    # store always writes the job's own, so a later DEFAULT_MODEL does not change this.
+    Column("model", String(MODEL_ID_MAX), nullable=False, server_default="flux/dev/image-to-image"),
+    # The parameters asked for, as JSON (so a new knob needs no migration); ``seed`` below is
+    # the seed the API returned.
+    Column("parameters", ParametersJSON, nullable=False),
     Column("seed", BigInteger),
     Column("reference_url", Text, nullable=False),
     Column("status", String(16), nullable=False),

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from pydantic import ValidationError
+from sqlalchemy import text
 
+from services.model_registry import DEFAULT_MODEL
 from services.parameters import SEED_MAX, GenerationParameters
 from services.store import (
     SCHEMA_VERSION,
@@ -265,3 +269,74 @@ async def test_reopen_after_close_keeps_data(db_url: str) -> None:
         ) | {"attempts": 1, "started_at": resumed.started_at}
         assert await store.meta.get("k") == "v"
         assert await current_version(store.engine) == SCHEMA_VERSION
+
+
+# --------------------------------------------------------------------------- model, parameters
+
+
+async def test_a_job_runs_on_the_default_model_unless_told_otherwise(store: Store) -> None:
+    default = await store.generations.create(new())
+    assert default.model == DEFAULT_MODEL
+    other = await store.generations.create(new(model="flux/kontext-pro/image-to-image"))
+    assert other.model == "flux/kontext-pro/image-to-image"
+    assert await store.generations.get(other.id) == other
+
+
+def test_a_model_id_must_fit_its_column() -> None:
+    new(model="m" * 100)
+    for bad in ("", "m" * 101):
+        with pytest.raises(ValidationError):
+            new(model=bad)
+
+
+async def test_follow_ups_keep_place_card_reference_and_model(store: Store) -> None:
+    source = await store.generations.create(
+        new(model="flux/kontext-max/image-to-image", card_message_id=SNOWFLAKE, upload_limit=10)
+    )
+    parameters = source.parameters.model_copy(update={"prompt": "a dog", "seed": None})
+    follow_up = source.follow_up(kind=GenerationKind.REMIX, user_id=7, parameters=parameters)
+    assert (
+        follow_up.model_dump()
+        == new(
+            kind=GenerationKind.REMIX,
+            parent_id=source.id,
+            user_id=7,
+            model="flux/kontext-max/image-to-image",
+            card_message_id=SNOWFLAKE,
+            upload_limit=10,
+            prompt="a dog",
+        ).model_dump()
+    )
+    remix = await store.generations.create(follow_up)
+    assert (remix.model, remix.parent_id, remix.parameters) == (source.model, source.id, parameters)
+
+
+async def test_parameters_are_stored_as_one_json_column(store: Store) -> None:
+    parameters = GenerationParameters(
+        prompt='say "hi" 🐱', strength=0.123456789, seed=SEED_MAX, steps=1, guidance=19.99, count=4
+    )
+    job = await store.generations.create(new(**parameters.model_dump()))
+    async with store.engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                text("SELECT parameters FROM generations WHERE id = :id"), {"id": job.id}
+            )
+        ).scalar_one()
+    assert json.loads(stored) == parameters.model_dump(mode="json")
+    assert job.parameters == parameters
+
+
+async def test_stored_parameters_are_read_leniently(store: Store) -> None:
+    """A limit tightened later, or a knob added later, must not make an old job unreadable."""
+    job = await store.generations.create(new())
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE generations SET parameters = :json WHERE id = :id"),
+            {"json": '{"prompt": "", "strength": 7.5, "steps": 999, "count": 0}', "id": job.id},
+        )
+    old = await store.generations.get(job.id)
+    assert old is not None
+    assert (old.parameters.prompt, old.parameters.strength) == ("", 7.5)
+    assert (old.parameters.steps, old.parameters.count) == (999, 0)
+    assert old.parameters.guidance == GenerationParameters.model_fields["guidance"].default
+    assert old.parameters.seed is None and old.parameters.safety_checker is True

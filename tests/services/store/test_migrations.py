@@ -4,54 +4,49 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import MetaData, inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.parameters import SEED_MAX
+from services.model_registry import DEFAULT_MODEL
+from services.parameters import SEED_MAX, GenerationParameters
 from services.safety import GuildSettings
 from services.store import (
     SCHEMA_VERSION,
     Generation,
+    GenerationKind,
+    GenerationStatus,
     SchemaTooNewError,
     Store,
     current_version,
     make_engine,
     migrate,
 )
-from services.store.generations import PARAMETER_COLUMNS
 from services.store.migrations import MIGRATIONS, Migration, MigrationError, discover
+from services.store.migrations.v0002_meta_cancelled_by_indexes import meta_v2
+from services.store.migrations.v0003_guild_settings_upload_limit import guild_settings_v3
 from services.store.schema import metadata
-from tests.services.store.records import BIG_SNOWFLAKE, SNOWFLAKE
+from tests.services.store.records import BIG_SNOWFLAKE, SNOWFLAKE, V1_GENERATIONS, v1_row
+from tests.services.store.schemas import describe_database, describe_metadata
+
+
+async def schema_of(engine: AsyncEngine) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        return await conn.run_sync(describe_database)
 
 
 async def test_schema_matches_runtime_tables(store: Store) -> None:
     """Guards against a migration and the runtime Table definitions drifting apart."""
-
-    def describe(conn: Any) -> dict[str, tuple[set[str], set[str]]]:
-        inspector = inspect(conn)
-        return {
-            name: (
-                {c["name"] for c in inspector.get_columns(name)},
-                {str(i["name"]) for i in inspector.get_indexes(name)},
-            )
-            for name in inspector.get_table_names()
-            if name != "schema_version"
-        }
-
-    async with store.engine.connect() as conn:
-        found = await conn.run_sync(describe)
-    expected = {
-        table.name: ({c.name for c in table.columns}, {str(i.name) for i in table.indexes})
-        for table in metadata.sorted_tables
-    }
-    assert found == expected
-    fields = set(Generation.model_fields) - {"parameters"} | set(PARAMETER_COLUMNS.values())
-    assert fields == expected["generations"][0]
+    expected = describe_metadata(metadata, store.engine.dialect)
+    assert await schema_of(store.engine) == expected
+    assert set(expected) == {"generations", "meta", "guild_settings"}
+    assert set(Generation.model_fields) == set(expected["generations"]["columns"])
 
 
 async def test_upgrade_from_v1_database(db_url: str) -> None:
@@ -74,7 +69,7 @@ async def test_upgrade_from_v1_database(db_url: str) -> None:
         await engine.dispose()
 
     async with await Store.open(db_url) as store:
-        assert await current_version(store.engine) == SCHEMA_VERSION == 3
+        assert await current_version(store.engine) == SCHEMA_VERSION == 4
         (old,) = await store.generations.unfinished()
         assert (old.parameters.prompt, old.user_id) == ("old", BIG_SNOWFLAKE)
         assert old.parameters.seed == SEED_MAX
@@ -93,9 +88,96 @@ async def test_upgrade_from_v2_adds_guild_settings_and_upload_limit(db_url: str)
     finally:
         await engine.dispose()
     async with await Store.open(db_url) as store:
-        assert await current_version(store.engine) == SCHEMA_VERSION == 3
+        assert await current_version(store.engine) == SCHEMA_VERSION == 4
         await store.guild_settings.save(GuildSettings(guild_id=1, open_rerolls=True), updated_by=2)
         assert (await store.guild_settings.get(1)).open_rerolls
+
+
+async def test_upgrade_from_v1_with_rows_keeps_every_parameter(db_url: str) -> None:
+    cases = [
+        dict(prompt="old", strength=0.9, seed=SEED_MAX, steps=28, guidance=3.5, count=1),
+        dict(prompt="@everyone 🐱\nline two", strength=0.01, seed=None, steps=1, guidance=1.0,
+             count=4, safety_checker=False),
+        dict(prompt="x" * 4000, strength=1.0, seed=1, steps=50, guidance=20.0, count=2),
+        dict(prompt='"quoted" \\ back\\slash', strength=0.123456789, seed=42, steps=13,
+             guidance=7.77, count=3, safety_checker=False),
+    ]  # fmt: skip
+    expected = [GenerationParameters(**case) for case in cases]
+    engine = make_engine(db_url)
+    try:
+        assert await migrate(engine, target=1) == 1
+        async with engine.begin() as conn:
+            for parameters in expected:
+                await conn.execute(V1_GENERATIONS.insert().values(v1_row(parameters)))
+            await conn.execute(
+                V1_GENERATIONS.insert().values(
+                    v1_row(expected[0], parent_id=1, kind="reroll", status="done")
+                    | {"seed": 77, "result_message_ids": "[1, 2]", "attempts": 1}
+                )
+            )
+        assert await migrate(engine) == SCHEMA_VERSION == 4
+        assert await schema_of(engine) == describe_metadata(metadata, engine.dialect)
+        async with engine.connect() as conn:
+            stored = (await conn.execute(text("SELECT parameters FROM generations"))).scalars()
+            assert [json.loads(s) for s in stored] == [
+                p.model_dump(mode="json") for p in [*expected, expected[0]]
+            ]
+    finally:
+        await engine.dispose()
+
+    async with await Store.open(db_url) as store:
+        for generation_id, parameters in enumerate(expected, start=1):
+            old = await store.generations.get(generation_id)
+            assert old is not None
+            assert old.parameters == parameters
+            assert old.parameters.model_dump() == parameters.model_dump()
+            assert old.model == DEFAULT_MODEL
+            assert old.created_at == datetime(2024, 12, 31, 23, 59, 59, 1, tzinfo=UTC)
+        child = await store.generations.get(len(expected) + 1)
+        assert child is not None
+        assert (child.parent_id, child.kind, child.status) == (
+            1,
+            GenerationKind.REROLL,
+            GenerationStatus.DONE,
+        )
+        assert (child.seed, child.result_message_ids, child.attempts) == (77, (1, 2), 1)
+        assert child.parameters.seed == SEED_MAX
+
+
+async def test_upgrade_from_v3_database(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        assert await migrate(engine, target=3) == 3
+        async with engine.begin() as conn:
+            parameters = GenerationParameters(prompt="v3", seed=None, count=2)
+            await conn.execute(V1_GENERATIONS.insert().values(v1_row(parameters)))
+            await conn.execute(
+                text("UPDATE generations SET cancelled_by = :by, upload_limit = :limit"),
+                {"by": SNOWFLAKE, "limit": 25 * 1024 * 1024},
+            )
+            await conn.execute(meta_v2(MetaData()).insert().values(key="k", value="v"))
+            await conn.execute(
+                guild_settings_v3(MetaData())
+                .insert()
+                .values(guild_id=9, open_rerolls=True, blocked_terms='["gore"]')
+            )
+    finally:
+        await engine.dispose()
+
+    async with await Store.open(db_url) as store:
+        assert await current_version(store.engine) == SCHEMA_VERSION
+        assert await schema_of(store.engine) == describe_metadata(metadata, store.engine.dialect)
+        old = await store.generations.get(1)
+        assert old is not None
+        assert (old.parameters, old.model) == (parameters, DEFAULT_MODEL)
+        assert (old.cancelled_by, old.upload_limit) == (SNOWFLAKE, 25 * 1024 * 1024)
+        assert await store.meta.get("k") == "v"
+        settings = await store.guild_settings.get(9)
+        assert settings.open_rerolls and settings.blocked_terms == ("gore",)
+        reroll = await store.generations.create(
+            old.follow_up(kind=GenerationKind.REROLL, user_id=1, parameters=old.parameters)
+        )
+        assert (reroll.id, reroll.parent_id, reroll.model) == (2, 1, DEFAULT_MODEL)
 
 
 async def test_open_is_idempotent(db_url: str) -> None:
