@@ -30,6 +30,8 @@ from services.store.engine import WRITE
 
 log = logging.getLogger(__name__)
 
+#: PostgreSQL advisory lock key held while ``schema_version`` is created ("fluxbot" in ASCII).
+_CREATE_LOCK = int.from_bytes(b"fluxbot", "big")
 _STEP_NAME = re.compile(r"v(?P<version>[0-9]{4})_[a-z0-9_]+")
 
 
@@ -125,6 +127,10 @@ async def migrate(
         raise ValueError(f"target schema version must be 0..{latest}, not {target}")
     writer = engine.execution_options(**WRITE)
     async with writer.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two sessions' CREATE TABLE IF NOT EXISTS can collide there; SQLite's BEGIN
+            # IMMEDIATE already lets one writer in at a time.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
         await conn.execute(
             text(
                 "CREATE TABLE IF NOT EXISTS schema_version "
