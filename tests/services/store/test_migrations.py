@@ -219,6 +219,8 @@ async def test_failed_migration_rolls_back(db_url: str) -> None:
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         assert version == 1 and "meta" not in tables
         assert await current_version(engine) == 1
+        async with engine.connect() as conn:  # the step's connection, back in the pool
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
     finally:
         await engine.dispose()
     async with await Store.open(db_url) as store:
