@@ -14,8 +14,9 @@ from pydantic import ValidationError
 
 from cogs import _render as render
 from services.aimlapi import GeneratedImage, GenerationResult
+from services.model_registry import DEFAULT_MODEL
 from services.parameters import PROMPT_MAX, SEED_MAX, GenerationParameters, describe_invalid
-from services.store import Generation, GenerationStatus
+from services.store import Generation, GenerationKind, GenerationStatus
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -43,13 +44,14 @@ def generation(prompt: str, status: GenerationStatus, error: str | None) -> Gene
     return Generation(
         id=2**53,
         parent_id=None,
-        kind="imagine",
+        kind=GenerationKind.IMAGINE,
         user_id=2**63 - 1,
         guild_id=2**63 - 1,
         channel_id=2**63 - 1,
         thread_id=None,
         card_channel_id=None,
         card_message_id=None,
+        model=DEFAULT_MODEL,
         # Unvalidated, as old rows are read: the prompt may be anything stored.
         parameters=GenerationParameters.model_construct(
             prompt=prompt,

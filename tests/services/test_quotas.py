@@ -12,7 +12,7 @@ import pytest
 from services.jobs import QueueRefused
 from services.quotas import DailyQuotas, QuotaExceeded
 from services.store import Store
-from tests.services.test_store import new
+from tests.services.store.records import new
 
 EVENING = datetime(2025, 3, 1, 23, 30, tzinfo=UTC)
 MIDNIGHT = datetime(2025, 3, 2, tzinfo=UTC)
@@ -39,7 +39,7 @@ async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
 
 
 async def add_job(store: Store, user_id: int, guild_id: int | None = GUILD, **at: Any) -> int:
-    return (await store.create_generation(new(user_id=user_id, guild_id=guild_id), **at)).id
+    return (await store.generations.create(new(user_id=user_id, guild_id=guild_id), **at)).id
 
 
 async def test_a_member_over_the_daily_limit_is_told_when_it_resets(store: Store, clock: Clock):
@@ -74,13 +74,13 @@ async def test_cancelled_and_failed_jobs_give_their_quota_back(store: Store, clo
     quotas = DailyQuotas(store, user_limit=2, clock=clock)
     cancelled = await add_job(store, user_id=1)
     failed = await add_job(store, user_id=1)
-    await store.mark_cancelled(cancelled, cancelled_by=1)
-    await store.mark_running(failed)
-    await store.mark_failed(failed, "API down")
+    await store.generations.mark_cancelled(cancelled, cancelled_by=1)
+    await store.generations.mark_running(failed)
+    await store.generations.mark_failed(failed, "API down")
     await quotas.check(1, GUILD)
     done = await add_job(store, user_id=1)
-    await store.mark_running(done)
-    await store.mark_done(done, seed=1, result_message_ids=[1], inference_seconds=1.0)
+    await store.generations.mark_running(done)
+    await store.generations.mark_done(done, seed=1, result_message_ids=[1], inference_seconds=1.0)
     await add_job(store, user_id=1)  # still waiting: counts too
     with pytest.raises(QuotaExceeded):
         await quotas.check(1, GUILD)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +19,6 @@ from services.safety import (
     safety_checker_enabled,
     words,
 )
-from services.store import SCHEMA_VERSION, Store, make_engine, migrate
 
 
 @pytest.mark.parametrize(
@@ -117,33 +115,3 @@ def test_matching_cost_is_linear_on_hostile_input() -> None:
     started = time.perf_counter()
     assert blocked_term(prompt, terms) is None
     assert time.perf_counter() - started < 0.5
-
-
-# -- storage ------------------------------------------------------------------------------------
-
-
-async def test_guild_settings_round_trip(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    async with await Store.open(url) as store:
-        assert await store.get_guild_settings(7) == GuildSettings(guild_id=7)
-        chosen = GuildSettings(
-            guild_id=7, unfiltered_in_nsfw=True, open_rerolls=True, blocked_terms=("gore", "gor*")
-        )
-        await store.save_guild_settings(chosen, updated_by=42)
-        assert await store.get_guild_settings(7) == chosen
-        await store.save_guild_settings(GuildSettings(guild_id=7), updated_by=42)
-        assert await store.get_guild_settings(7) == GuildSettings(guild_id=7)
-        assert await store.get_guild_settings(8) == GuildSettings(guild_id=8)
-
-
-async def test_upgrade_from_v2_adds_guild_settings_and_upload_limit(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    engine = make_engine(url)
-    try:
-        assert await migrate(engine, target=2) == 2
-    finally:
-        await engine.dispose()
-    async with await Store.open(url) as store:
-        assert await store.schema_version() == SCHEMA_VERSION == 3
-        await store.save_guild_settings(GuildSettings(guild_id=1, open_rerolls=True), updated_by=2)
-        assert (await store.get_guild_settings(1)).open_rerolls

@@ -13,7 +13,7 @@ from services.aimlapi import RateLimitedError
 from services.jobs import Job, RateLimited
 from services.store import Generation, GenerationStatus, Store
 from services.worker import BUSY_TOO_LONG, GenerationWorker
-from tests.services.test_store import new
+from tests.services.store.records import new
 
 T0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
 

@@ -1,0 +1,234 @@
+"""Generation jobs: created as ``queued``, moved on only by guarded status transitions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.store.columns import as_utc
+from services.store.engine import Writer
+from services.store.records import UNFINISHED, Generation, GenerationStatus, NewGeneration
+from services.store.schema import generations
+
+#: A job may be started, cancelled or failed only from these: the guards that make races safe.
+_STARTABLE = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
+_CANCELLABLE = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
+_FAILABLE = tuple(UNFINISHED)
+
+
+def _record(row: Row[Any]) -> Generation:
+    # ``parameters`` arrives built without validation (columns.ParametersJSON): old rows stay
+    # readable if limits tighten later, and pydantic keeps the instance as it is.
+    return Generation.model_validate(row._mapping)
+
+
+def _record_or_none(row: Row[Any] | None) -> Generation | None:
+    return None if row is None else _record(row)
+
+
+class GenerationRepository:
+    """The ``generations`` table. Every write goes through ``write`` (the store's write lock)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        write: Writer,
+        now: Callable[[datetime | None], datetime],
+    ) -> None:
+        self._engine = engine
+        self._write = write
+        self._now = now
+
+    async def create(self, new: NewGeneration, *, created_at: datetime | None = None) -> Generation:
+        """Store an accepted job as ``queued``; its id is what the buttons will carry."""
+        values = new.model_dump(exclude={"parameters"}) | {
+            "parameters": new.parameters,
+            "status": GenerationStatus.QUEUED,
+            "created_at": self._now(created_at),
+        }
+        async with self._write() as conn:
+            result = await conn.execute(
+                generations.insert().values(values).returning(*generations.c)
+            )
+            return _record(result.one())
+
+    async def get(self, generation_id: int) -> Generation | None:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
+                select(generations).where(generations.c.id == generation_id)
+            )
+            return _record_or_none(result.first())
+
+    async def set_seed(self, generation_id: int, seed: int | None) -> Generation | None:
+        """The seed the API returned, stored before posting so Remix can offer it at once."""
+        return await self._update(generation_id, None, {"seed": seed})
+
+    async def set_reference_url(self, generation_id: int, url: str) -> Generation | None:
+        """A freshly signed URL of the card's reference, for this job and the next ones."""
+        return await self._update(generation_id, None, {"reference_url": url})
+
+    async def mark_running(
+        self, generation_id: int, started_at: datetime | None = None
+    ) -> Generation | None:
+        """Queued/interrupted -> running, counting the attempt. ``None``: cancelled meanwhile
+        (or unknown id, or already started elsewhere), so do not call the API."""
+        return await self._update(
+            generation_id,
+            _STARTABLE,
+            {
+                "status": GenerationStatus.RUNNING,
+                "started_at": self._now(started_at),
+                "attempts": generations.c.attempts + 1,
+                "error": None,
+            },
+        )
+
+    async def mark_done(
+        self,
+        generation_id: int,
+        *,
+        seed: int | None,
+        result_message_ids: Sequence[int],
+        inference_seconds: float | None,
+        nsfw_withheld: int = 0,
+        finished_at: datetime | None = None,
+    ) -> Generation | None:
+        """Running -> done, with what the API returned and where the results were posted."""
+        return await self._update(
+            generation_id,
+            (GenerationStatus.RUNNING,),
+            {
+                "status": GenerationStatus.DONE,
+                "seed": seed,
+                "result_message_ids": list(result_message_ids),
+                "inference_seconds": inference_seconds,
+                "nsfw_withheld": nsfw_withheld,
+                "finished_at": self._now(finished_at),
+                "error": None,
+            },
+        )
+
+    async def mark_failed(
+        self, generation_id: int, error: str, finished_at: datetime | None = None
+    ) -> Generation | None:
+        """Any unfinished state -> failed; ``error`` is shown to members, so plain words."""
+        return await self._update(
+            generation_id,
+            _FAILABLE,
+            {
+                "status": GenerationStatus.FAILED,
+                "error": error,
+                "finished_at": self._now(finished_at),
+            },
+        )
+
+    async def mark_cancelled(
+        self,
+        generation_id: int,
+        *,
+        cancelled_by: int | None = None,
+        finished_at: datetime | None = None,
+    ) -> Generation | None:
+        """Waiting -> cancelled. ``None`` if it already started: a paid call is never cancelled."""
+        return await self._update(
+            generation_id,
+            _CANCELLABLE,
+            {
+                "status": GenerationStatus.CANCELLED,
+                "cancelled_by": cancelled_by,
+                "finished_at": self._now(finished_at),
+            },
+        )
+
+    async def mark_interrupted(self, generation_id: int) -> Generation | None:
+        """Running -> interrupted, at shutdown once the grace period is over; resumed later."""
+        return await self._update(
+            generation_id, (GenerationStatus.RUNNING,), {"status": GenerationStatus.INTERRUPTED}
+        )
+
+    async def mark_requeued(self, generation_id: int) -> Generation | None:
+        """Running -> queued: the API was too busy to take the call (429), so it waits again."""
+        return await self._update(
+            generation_id,
+            (GenerationStatus.RUNNING,),
+            {"status": GenerationStatus.QUEUED, "started_at": None},
+        )
+
+    async def mark_running_as_interrupted(self) -> int:
+        """At start-up, before any worker runs: a job still ``running`` was lost in a crash."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(generations)
+                .where(generations.c.status == GenerationStatus.RUNNING)
+                .values(status=GenerationStatus.INTERRUPTED)
+            )
+        return int(result.rowcount)
+
+    async def unfinished(self) -> list[Generation]:
+        """Queued, running and interrupted jobs, oldest first: the order to resume them in."""
+        query = (
+            select(generations)
+            .where(generations.c.status.in_([str(s) for s in UNFINISHED]))
+            .order_by(generations.c.created_at, generations.c.id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_record(row) for row in rows]
+
+    async def count_since(
+        self,
+        *,
+        since: datetime,
+        user_id: int | None = None,
+        guild_id: int | None = None,
+        statuses: Collection[GenerationStatus] | None = None,
+    ) -> int:
+        """Jobs created at or after ``since`` (for daily quotas), optionally per member/guild.
+
+        Every status counts unless ``statuses`` narrows it: whether a cancelled job uses quota
+        is the caller's policy.
+        """
+        query = (
+            select(func.count())
+            .select_from(generations)
+            .where(generations.c.created_at >= as_utc(since))
+        )
+        if user_id is not None:
+            query = query.where(generations.c.user_id == user_id)
+        if guild_id is not None:
+            query = query.where(generations.c.guild_id == guild_id)
+        if statuses is not None:
+            query = query.where(generations.c.status.in_([str(s) for s in statuses]))
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def latest_for_card(self, card_message_id: int) -> Generation | None:
+        """The newest job shown on a job card: the card's status follows it."""
+        query = (
+            select(generations)
+            .where(generations.c.card_message_id == card_message_id)
+            .order_by(generations.c.id.desc())
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:
+            return _record_or_none((await conn.execute(query)).first())
+
+    async def _update(
+        self,
+        generation_id: int,
+        allowed_from: Collection[GenerationStatus] | None,
+        values: dict[str, Any],
+    ) -> Generation | None:
+        """One ``UPDATE ... [AND status IN (...)]``: the database decides who wins a race."""
+        statement = update(generations).where(generations.c.id == generation_id)
+        if allowed_from is not None:
+            statement = statement.where(generations.c.status.in_([str(s) for s in allowed_from]))
+        async with self._write() as conn:
+            result = await conn.execute(statement.values(values).returning(*generations.c))
+            return _record_or_none(result.first())

@@ -1,0 +1,109 @@
+"""What the store hands out: a generation job as accepted (``NewGeneration``) and as stored."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.model_registry import DEFAULT_MODEL
+from services.parameters import GenerationParameters
+
+#: Discord snowflakes are unsigned 64-bit in principle, signed 63-bit in practice (BIGINT fits).
+Snowflake = Annotated[int, Field(ge=0, le=2**63 - 1)]
+#: The longest model id the ``generations.model`` column holds.
+MODEL_ID_MAX = 100
+
+
+class GenerationKind(StrEnum):
+    IMAGINE = "imagine"
+    REROLL = "reroll"
+    REMIX = "remix"
+
+
+class GenerationStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+#: Jobs that still have to run (after a restart, in this order of priority: oldest first).
+UNFINISHED = frozenset(
+    {GenerationStatus.QUEUED, GenerationStatus.RUNNING, GenerationStatus.INTERRUPTED}
+)
+
+
+class NewGeneration(BaseModel):
+    """What is known when a job is accepted; validated as strictly as the slash command."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: GenerationKind
+    parent_id: int | None = None
+    user_id: Snowflake
+    guild_id: Snowflake | None = None
+    channel_id: Snowflake
+    thread_id: Snowflake | None = None
+    card_channel_id: Snowflake | None = None
+    card_message_id: Snowflake | None = None
+    #: The AI/ML API model id (``services.model_registry``) this job runs on.
+    model: str = Field(default=DEFAULT_MODEL, min_length=1, max_length=MODEL_ID_MAX)
+    parameters: GenerationParameters
+    reference_url: str = Field(min_length=1)
+    #: The channel's upload limit as the interaction reported it (discord.py's guild cache only
+    #: knows boost tiers), so results are fitted to what Discord will actually accept.
+    upload_limit: int | None = Field(default=None, ge=1)
+
+
+class Generation(BaseModel):
+    """One stored job. ``parameters.seed`` is the seed asked for; ``seed`` the one returned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: int
+    parent_id: int | None
+    kind: GenerationKind
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    thread_id: int | None
+    card_channel_id: int | None
+    card_message_id: int | None
+    model: str
+    parameters: GenerationParameters
+    seed: int | None
+    reference_url: str
+    status: GenerationStatus
+    error: str | None
+    result_message_ids: tuple[int, ...] = ()
+    attempts: int = 0
+    created_at: AwareDatetime
+    started_at: AwareDatetime | None
+    finished_at: AwareDatetime | None
+    inference_seconds: float | None
+    nsfw_withheld: int = 0
+    cancelled_by: int | None = None
+    upload_limit: int | None = None
+
+    def follow_up(
+        self, *, kind: GenerationKind, user_id: int, parameters: GenerationParameters
+    ) -> NewGeneration:
+        """A reroll or remix: same place, card, reference and model; new settings and asker."""
+        return NewGeneration(
+            parameters=parameters,
+            kind=kind,
+            parent_id=self.id,
+            user_id=user_id,
+            guild_id=self.guild_id,
+            channel_id=self.channel_id,
+            thread_id=self.thread_id,
+            card_channel_id=self.card_channel_id,
+            card_message_id=self.card_message_id,
+            model=self.model,
+            reference_url=self.reference_url,
+            upload_limit=self.upload_limit,
+        )

@@ -1,0 +1,81 @@
+"""The store: one per process; it opens the database, migrates it, and hands out repositories."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.clock import utc_now
+from services.store.columns import as_utc
+from services.store.engine import WRITE, make_engine
+from services.store.generations import GenerationRepository
+from services.store.guild_settings import GuildSettingsRepository
+from services.store.meta import MetaRepository
+from services.store.migrations import migrate
+
+Clock = Callable[[], datetime]
+
+
+class Store:
+    """All persistence for the bot: ``store.generations``, ``store.guild_settings``,
+    ``store.meta``. Open with ``await Store.open(url)``; close with ``close()`` or ``async with``.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+        """Wrap an engine whose schema is already current; ``Store.open`` is the usual way in."""
+        self._engine = engine
+        self._writer = engine.execution_options(**WRITE)
+        self._clock = clock
+        # SQLite has one writer at a time and its busy handler polls with sleeps of up to 100 ms;
+        # queueing our own writers here is fairer and faster. Other processes still get the
+        # busy timeout. PostgreSQL needs no such thing.
+        self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
+        self.generations = GenerationRepository(engine, write=self._write, now=self._now)
+        self.guild_settings = GuildSettingsRepository(engine, write=self._write, now=self._now)
+        self.meta = MetaRepository(engine, write=self._write)
+
+    @classmethod
+    async def open(cls, url: str, *, clock: Clock = utc_now) -> Self:
+        """Connect, create or upgrade the schema, and return a ready store."""
+        engine = make_engine(url)
+        try:
+            await migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine, clock=clock)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: after this process's earlier writers, then ``BEGIN IMMEDIATE``."""
+        async with self._write_lock, self._writer.begin() as conn:
+            yield conn
+
+    def _now(self, value: datetime | None = None) -> datetime:
+        return as_utc(self._clock() if value is None else value)

@@ -1,0 +1,65 @@
+"""Test data for anything that stores generations (the store's tests, the worker's, quotas')."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import MetaData
+
+from services.parameters import GenerationParameters
+from services.store import GenerationKind, NewGeneration
+from services.store.migrations.v0001_initial import generations_v1
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+SNOWFLAKE = 1_234_567_890_123_456_789  # 19 digits
+BIG_SNOWFLAKE = 9_223_372_036_854_775_807  # the largest a BIGINT holds
+PARAMETER_NAMES = ("prompt", "strength", "seed", "steps", "guidance", "count", "safety_checker")
+
+
+class FakeClock:
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def new(**overrides: Any) -> NewGeneration:
+    """A valid job; parameter names (``prompt=``, ``seed=``...) go into its parameters."""
+    fields: dict[str, Any] = {
+        "kind": GenerationKind.IMAGINE,
+        "user_id": SNOWFLAKE,
+        "guild_id": SNOWFLAKE + 1,
+        "channel_id": SNOWFLAKE + 2,
+        "reference_url": "https://cdn.discordapp.com/attachments/1/2/ref.png?ex=1&is=2&hm=3",
+    }
+    knobs: dict[str, Any] = {"prompt": "a cat in a hat", "strength": 0.8, "count": 2}
+    for name in PARAMETER_NAMES:
+        if name in overrides:
+            knobs[name] = overrides.pop(name)
+    parameters = GenerationParameters(**knobs)
+    return NewGeneration(**(fields | overrides), parameters=parameters)
+
+
+#: ``generations`` as release 1 made it, to fill a database built with ``migrate(target=...)``.
+V1_GENERATIONS = generations_v1(MetaData())
+
+
+def v1_row(parameters: GenerationParameters, **columns: Any) -> dict[str, Any]:
+    """A generation as release 1 stored it (naive UTC, as SQLite keeps it)."""
+    return {
+        "kind": "imagine",
+        "user_id": BIG_SNOWFLAKE,
+        "channel_id": 5,
+        "prompt": parameters.prompt,
+        "strength": parameters.strength,
+        "seed_requested": parameters.seed,
+        "steps": parameters.steps,
+        "guidance": parameters.guidance,
+        "count": parameters.count,
+        "safety_checker": parameters.safety_checker,
+        "reference_url": "https://x/ref.png",
+        "status": "queued",
+        "created_at": datetime(2024, 12, 31, 23, 59, 59, 1),
+    } | columns
