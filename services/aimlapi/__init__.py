@@ -19,17 +19,26 @@ from services.aimlapi.errors import (
     RateLimitedError,
     ServerError,
 )
-from services.aimlapi.transport import AimlApiClient, parse_retry_after
-from services.aimlapi.types import GeneratedImage, GenerationResult
+from services.aimlapi.transport import AimlApiClient, AttemptHook, parse_retry_after
+from services.aimlapi.types import (
+    ApiAttempt,
+    Balance,
+    GeneratedImage,
+    GenerationResult,
+    Usage,
+)
 from services.aimlapi.wire import sanitise_message
 
 __all__ = [
     "AimlApiClient",
     "AimlApiError",
+    "ApiAttempt",
     "ApiConnectionError",
     "ApiTimeoutError",
+    "AttemptHook",
     "AuthenticationError",
     "BadRequestError",
+    "Balance",
     "DownloadError",
     "GeneratedImage",
     "GenerationResult",
@@ -39,6 +48,7 @@ __all__ = [
     "RateLimitedError",
     "ResultDownloader",
     "ServerError",
+    "Usage",
     "parse_retry_after",
     "redact_url",
     "result_url_allowed",

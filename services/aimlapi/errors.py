@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from services.aimlapi.types import Usage
 from services.errors import UserFacingError
 
 
@@ -37,6 +38,8 @@ class AimlApiError(UserFacingError):
         self.request_id = request_id
         #: Seconds the server asked us to wait (its Retry-After header, capped), if it said.
         self.retry_after = retry_after
+        #: What the answer's cost headers said, when there was an answer.
+        self.usage: Usage | None = None
 
     def __str__(self) -> str:
         extras = [f"status={self.status}"] if self.status is not None else []

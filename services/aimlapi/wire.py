@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from services.aimlapi.errors import MalformedResponseError
-from services.aimlapi.types import GeneratedImage, GenerationResult
+from services.aimlapi.types import Balance, GeneratedImage, GenerationResult, Usage
 
 #: The API's own error text shown to members is cut to this length.
 MESSAGE_CAP = 300
@@ -59,6 +61,13 @@ class DataShape(_Lenient):
     data: list[WireImage] = Field(min_length=1)
     meta: dict[str, Any] | None = None
     request_id: str | None = Field(default=None, alias="requestId")
+
+
+class BillingBody(_Lenient):
+    """``GET /v2/billing``: ``{"current_balance": 123.45, "currency": "USD"}``."""
+
+    current_balance: Decimal
+    currency: str = "USD"
 
 
 class ErrorBody(_Lenient):
@@ -109,13 +118,14 @@ def result_from(payload: object) -> GenerationResult:
         meta = data.meta or {}
         nsfw: object = meta.get("has_nsfw_concepts")
         seed = meta.get("seed")
-        return _result(
+        result = _result(
             data.data,
             nsfw if isinstance(nsfw, list) else [],
             seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
             None,
             data.request_id,
         )
+        return result.model_copy(update={"usage": usage_from_meta(meta)})
     raise ValueError("success body has neither images nor data")
 
 
@@ -142,6 +152,58 @@ def _result(
         inference_seconds=inference,
         request_id=request_id,
     )
+
+
+def parse_balance(raw: bytes) -> Balance:
+    """The billing answer; :class:`MalformedResponseError` when it is not the documented one."""
+    try:
+        body = BillingBody.model_validate(json.loads(raw))
+    except (ValueError, UnicodeDecodeError, ValidationError):
+        raise MalformedResponseError(detail="billing response has an unexpected shape") from None
+    return Balance(current_balance=body.current_balance, currency=body.currency)
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def usage_from_headers(headers: Mapping[str, str]) -> Usage:
+    """``x-inference-id``, ``x-aimlapi-credits-used`` (an integer) and ``x-aimlapi-usd-spent``.
+
+    A value that does not parse is left unknown rather than guessed.
+    """
+    return Usage(
+        inference_id=headers.get("x-inference-id") or None,
+        credits=_integer(headers.get("x-aimlapi-credits-used")),
+        usd=_amount(headers.get("x-aimlapi-usd-spent")),
+    )
+
+
+def usage_from_meta(meta: Mapping[str, Any]) -> Usage | None:
+    """``meta.usage.{credits_used, usd_spent}``, which some bodies carry (upscale, streams)."""
+    usage = meta.get("usage")
+    if not isinstance(usage, Mapping):
+        return None
+    return Usage(credits=_integer(usage.get("credits_used")), usd=_amount(usage.get("usd_spent")))
+
+
+def _integer(value: object) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        return None
+    return number if number >= 0 else None
+
+
+def _amount(value: object) -> Decimal | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() and amount >= 0 else None
 
 
 # --------------------------------------------------------------------------- messages

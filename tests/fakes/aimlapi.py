@@ -13,12 +13,14 @@ import contextlib
 import io
 import json
 import random
+import re
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import aiohttp
@@ -28,6 +30,11 @@ from yarl import URL
 
 DEFAULT_MODEL = "flux/dev/image-to-image"
 PATH = "/v1/images/generations"
+BILLING_PATH = "/v2/billing"
+#: The documented rate: $1 = 2,000,000 credits.
+CREDITS_PER_USD = 2_000_000
+#: ``X-Client-Request-Id`` values outside this are silently dropped, as the real API does.
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 SEED_MAX = 2**32 - 1
 REFERENCE_MAX_BYTES = 25 * 1024 * 1024
 KNOWN_KEYS = frozenset(
@@ -57,6 +64,7 @@ DEFAULT_MESSAGES = {
 }
 
 _SEED = web.ResponseKey("fake_seed", int)
+_COST = web.ResponseKey("fake_cost", Decimal)
 ResponseShape = Literal["images", "data", "data_b64"]
 NsfwRule = bool | Callable[[dict[str, Any], int], bool]
 
@@ -67,10 +75,19 @@ class ReceivedRequest(dict[str, Any]):
     ``authorization`` is only ``"present"`` or ``"absent"``: the key itself is never kept.
     """
 
-    def __init__(self, body: dict[str, Any], *, authorization: bool, valid_json: bool) -> None:
+    def __init__(
+        self,
+        body: dict[str, Any],
+        *,
+        authorization: bool,
+        valid_json: bool,
+        client_request_id: str | None = None,
+    ) -> None:
         super().__init__(body)
         self.authorization: Literal["present", "absent"] = "present" if authorization else "absent"
         self.valid_json = valid_json
+        #: The ``X-Client-Request-Id`` header as sent, valid or not.
+        self.client_request_id = client_request_id
 
 
 @dataclass
@@ -124,6 +141,17 @@ class FakeAimlApi:
         self.max_concurrency = max_concurrency
         self.response_shape: ResponseShape = response_shape
         self.success_status = success_status
+        #: What one output image costs; answers carry it in the documented cost headers.
+        self.usd_per_image = Decimal("0.025")
+        #: Send ``x-aimlapi-*`` cost headers (the ``data`` shapes also carry ``meta.usage``).
+        self.cost_headers = True
+        #: The account's balance in USD: each success draws on it; at 0 or below, calls get 403.
+        self.balance = Decimal("1000")
+        #: Everything charged so far, in USD.
+        self.spent = Decimal(0)
+        #: The ``x-inference-id`` of every generation answer, in order.
+        self.inference_ids: list[str] = []
+        self.billing_requests = 0
         #: Serve files with chunked encoding (no Content-Length), to exercise streamed size caps.
         self.chunked_files = False
         self.requests: list[ReceivedRequest] = []
@@ -147,6 +175,7 @@ class FakeAimlApi:
     async def __aenter__(self) -> FakeAimlApi:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post(PATH, self._generate)
+        app.router.add_get(BILLING_PATH, self._billing)
         app.router.add_get("/files/{name}", self._file)
         self._runner = web.AppRunner(
             app, handle_signals=False, shutdown_timeout=0.5, handler_cancellation=True
@@ -223,7 +252,27 @@ class FakeAimlApi:
         response = await self._answer(request, body)
         timing.answered_at, timing.status = time.monotonic(), response.status
         timing.seed = response.get(_SEED)
+        self._trace(request, response)
         return response
+
+    def _trace(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The documented tracing headers: an inference id always, our id echoed when valid,
+        and the cost (nothing for a failure: its hold is rolled back)."""
+        response.headers["x-inference-id"] = uuid.uuid4().hex[:21]
+        self.inference_ids.append(response.headers["x-inference-id"])
+        sent = request.headers.get("X-Client-Request-Id")
+        if sent is not None and CLIENT_REQUEST_ID.fullmatch(sent):
+            response.headers["x-client-request-id"] = sent
+        if self.cost_headers:
+            cost = response.get(_COST, Decimal(0))
+            response.headers["x-aimlapi-credits-used"] = str(int(cost * CREDITS_PER_USD))
+            response.headers["x-aimlapi-usd-spent"] = f"{cost:.9f}"
+
+    async def _billing(self, request: web.Request) -> web.Response:
+        self.billing_requests += 1
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Unauthorized")
+        return web.json_response({"current_balance": float(self.balance), "currency": "USD"})
 
     async def _answer(
         self, request: web.Request, body: dict[str, Any] | None
@@ -251,6 +300,7 @@ class FakeAimlApi:
                 body or {},
                 authorization="Authorization" in request.headers,
                 valid_json=body is not None,
+                client_request_id=request.headers.get("X-Client-Request-Id"),
             )
         )
         async with self._changed:
@@ -273,6 +323,8 @@ class FakeAimlApi:
         broken = fault.mode if fault is not None and fault.kind == "break_url" else None
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             raise _Rejected(401, "Unauthorized")
+        if self.balance <= 0:
+            raise _Rejected(403, DEFAULT_MESSAGES[403])
         params = self._validate(body)
         width, height = await self._fetch_reference(params["image_url"])
         await self._pause(self.latency)
@@ -329,15 +381,19 @@ class FakeAimlApi:
         count = params.get("num_images", 1)
         pngs = await asyncio.to_thread(_solid_pngs, width, height, seed, count)
         flags = [self._is_nsfw(params, index) for index in range(count)]
+        cost = self.usd_per_image * count
+        self.spent += cost
+        self.balance -= cost
+        meta = {"usage": {"credits_used": int(cost * CREDITS_PER_USD), "usd_spent": float(cost)}}
         if self.response_shape == "data_b64":
             data = [{"b64_json": base64.b64encode(png).decode()} for png in pngs]
-            payload: dict[str, Any] = {"data": data, "meta": {}}
+            payload: dict[str, Any] = {"data": data, "meta": meta}
             response = web.json_response(payload, status=self.success_status)
-            response[_SEED] = seed
+            response[_SEED], response[_COST] = seed, cost
             return response
         urls = [self._host_result(png, broken) for png in pngs]
         if self.response_shape == "data":
-            payload = {"data": [{"url": url} for url in urls], "meta": {}}
+            payload = {"data": [{"url": url} for url in urls], "meta": meta}
         else:
             payload = {
                 "images": [
@@ -350,7 +406,7 @@ class FakeAimlApi:
                 "prompt": params["prompt"],
             }
         response = web.json_response(payload, status=self.success_status)
-        response[_SEED] = seed
+        response[_SEED], response[_COST] = seed, cost
         return response
 
     def _is_nsfw(self, params: dict[str, Any], index: int) -> bool:
