@@ -2,7 +2,8 @@
 
 ``engine`` (URLs, connections), ``columns`` (types), ``records`` (what callers get), ``schema``
 (the tables now), ``migrations`` (how every older database gets there), one repository per table
-(``generations``, ``guild_settings``, ``meta``), and ``Store``, which ties them together.
+(``generations``, ``guild_settings``, ``meta``, ``api_attempts``, ``budgets``), and ``Store``,
+which ties them together.
 """
 
 from services.store.engine import make_engine, normalise_database_url
@@ -15,9 +16,12 @@ from services.store.migrations import (
 )
 from services.store.records import (
     UNFINISHED,
+    ApiAttemptRecord,
+    Budgets,
     Generation,
     GenerationKind,
     GenerationStatus,
+    NewApiAttempt,
     NewGeneration,
 )
 from services.store.store import Store
@@ -25,10 +29,13 @@ from services.store.store import Store
 __all__ = [
     "SCHEMA_VERSION",
     "UNFINISHED",
+    "ApiAttemptRecord",
+    "Budgets",
     "Generation",
     "GenerationKind",
     "GenerationStatus",
     "MigrationError",
+    "NewApiAttempt",
     "NewGeneration",
     "SchemaTooNewError",
     "Store",

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.store.columns import as_utc
 from services.store.engine import Writer
@@ -45,18 +45,28 @@ class GenerationRepository:
         self._write = write
         self._now = now
 
-    async def create(self, new: NewGeneration, *, created_at: datetime | None = None) -> Generation:
-        """Store an accepted job as ``queued``; its id is what the buttons will carry."""
+    async def create(
+        self,
+        new: NewGeneration,
+        *,
+        created_at: datetime | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> Generation:
+        """Store an accepted job as ``queued``; its id is what the buttons will carry.
+
+        ``conn``: inside a write transaction the caller holds (a budget check and this insert
+        as one step, see ``Store.admission``).
+        """
         values = new.model_dump(exclude={"parameters"}) | {
             "parameters": new.parameters,
             "status": GenerationStatus.QUEUED,
             "created_at": self._now(created_at),
         }
-        async with self._write() as conn:
-            result = await conn.execute(
-                generations.insert().values(values).returning(*generations.c)
-            )
-            return _record(result.one())
+        statement = generations.insert().values(values).returning(*generations.c)
+        if conn is not None:
+            return _record((await conn.execute(statement)).one())
+        async with self._write() as own:
+            return _record((await own.execute(statement)).one())
 
     async def get(self, generation_id: int) -> Generation | None:
         async with self._engine.connect() as conn:
@@ -207,6 +217,26 @@ class GenerationRepository:
             query = query.where(generations.c.status.in_([str(s) for s in statuses]))
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
+
+    async def reserved(
+        self,
+        conn: AsyncConnection,
+        *,
+        guild_id: int | None = None,
+        user_id: int | None = None,
+    ) -> int:
+        """Nano-dollars the unfinished jobs (optionally of one guild / member) are expected to
+        cost: spend that is coming, which a budget check must count before it is settled."""
+        query = (
+            select(func.coalesce(func.sum(generations.c.estimate_usd_nanos), 0))
+            .select_from(generations)
+            .where(generations.c.status.in_([str(s) for s in UNFINISHED]))
+        )
+        if guild_id is not None:
+            query = query.where(generations.c.guild_id == guild_id)
+        if user_id is not None:
+            query = query.where(generations.c.user_id == user_id)
+        return int((await conn.execute(query)).scalar_one())
 
     async def latest_for_card(self, card_message_id: int) -> Generation | None:
         """The newest job shown on a job card: the card's status follows it."""

@@ -57,6 +57,8 @@ class NewGeneration(BaseModel):
     #: The channel's upload limit as the interaction reported it (discord.py's guild cache only
     #: knows boost tiers), so results are fitted to what Discord will actually accept.
     upload_limit: int | None = Field(default=None, ge=1)
+    #: What the job is expected to cost, in nano-dollars; set by ``GenerationService.submit``.
+    estimate_usd_nanos: int | None = Field(default=None, ge=0)
 
 
 class Generation(BaseModel):
@@ -88,6 +90,7 @@ class Generation(BaseModel):
     nsfw_withheld: int = 0
     cancelled_by: int | None = None
     upload_limit: int | None = None
+    estimate_usd_nanos: int | None = None
 
     def follow_up(
         self, *, kind: GenerationKind, user_id: int, parameters: GenerationParameters
@@ -107,3 +110,47 @@ class Generation(BaseModel):
             reference_url=self.reference_url,
             upload_limit=self.upload_limit,
         )
+
+
+class NewApiAttempt(BaseModel):
+    """One HTTP attempt at the API as it is recorded: who it was for, its ids and its cost."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    generation_id: int
+    #: The job's run (its ``attempts`` count when this run started) and the attempt in it.
+    run: int = Field(ge=0)
+    attempt: int = Field(ge=1)
+    user_id: Snowflake
+    guild_id: Snowflake | None = None
+    model: str = Field(min_length=1, max_length=MODEL_ID_MAX)
+    client_request_id: str | None = Field(default=None, max_length=128)
+    inference_id: str | None = Field(default=None, max_length=128)
+    status: int | None = None
+    outcome: str = Field(min_length=1, max_length=64)
+    credits: int | None = Field(default=None, ge=0)
+    #: What counts against budgets; ``usd_estimated`` when the API did not say.
+    usd_nanos: int = Field(default=0, ge=0)
+    usd_estimated: bool = False
+
+
+class ApiAttemptRecord(NewApiAttempt):
+    id: int
+    created_at: AwareDatetime
+
+
+class Budgets(BaseModel):
+    """What a guild's admins allow per UTC day, in nano-dollars; None is no limit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    guild_id: int
+    #: The whole guild's spend.
+    daily_usd_nanos: int | None = None
+    #: Each member's spend, unless the member has a budget of their own.
+    member_daily_usd_nanos: int | None = None
+    #: Members with a budget of their own: user id -> nano-dollars.
+    members: dict[int, int] = Field(default_factory=dict)
+
+    def for_member(self, user_id: int) -> int | None:
+        return self.members.get(user_id, self.member_daily_usd_nanos)

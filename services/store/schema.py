@@ -56,6 +56,8 @@ generations = Table(
     Column("nsfw_withheld", Integer, nullable=False, server_default="0"),
     Column("cancelled_by", BigInteger),
     Column("upload_limit", BigInteger),
+    # What the job is expected to cost while it is not settled (admission counts it; v0005).
+    Column("estimate_usd_nanos", BigInteger),
     Index("ix_generations_user_created", "user_id", "created_at"),
     Index("ix_generations_guild_created", "guild_id", "created_at"),
     Index("ix_generations_card", "card_message_id"),
@@ -77,6 +79,47 @@ guild_settings = Table(
     Column("unfiltered_in_nsfw", Boolean, nullable=False, server_default="0"),
     Column("open_rerolls", Boolean, nullable=False, server_default="0"),
     Column("blocked_terms", Text),
+    Column("updated_by", BigInteger),
+    Column("updated_at", UTCDateTime),
+)
+
+#: One row per HTTP attempt at the API: what it cost, and the ids that trace it (v0005).
+api_attempts = Table(
+    "api_attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("generation_id", Id, ForeignKey("generations.id", ondelete="CASCADE"), nullable=False),
+    # The job's run (its ``attempts`` count when it started) and the HTTP attempt within it.
+    Column("run", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    # Copied from the job, so budgets and stats sum one table.
+    Column("user_id", BigInteger, nullable=False),
+    Column("guild_id", BigInteger),
+    Column("model", String(MODEL_ID_MAX), nullable=False),
+    Column("client_request_id", String(128)),
+    Column("inference_id", String(128)),
+    Column("status", Integer),
+    Column("outcome", String(64), nullable=False),
+    Column("credits", BigInteger),
+    # Nano-dollars counted against budgets: what the API said, or the job's estimate when an
+    # attempt that may have been billed said nothing (``usd_estimated``).
+    Column("usd_nanos", BigInteger, nullable=False, server_default="0"),
+    Column("usd_estimated", Boolean, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ux_api_attempts_attempt", "generation_id", "run", "attempt", unique=True),
+    Index("ix_api_attempts_created", "created_at"),
+    Index("ix_api_attempts_guild_created", "guild_id", "created_at"),
+)
+
+#: Daily budgets a guild's admins set: ``user_id`` 0 is the guild's own row (its total and each
+#: member's default); another ``user_id`` is that member's own budget (v0005).
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("guild_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("daily_usd_nanos", BigInteger),
+    Column("member_daily_usd_nanos", BigInteger),
     Column("updated_by", BigInteger),
     Column("updated_at", UTCDateTime),
 )

@@ -9,9 +9,12 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.clock import utc_now
+from services.store.api_attempts import ApiAttemptRepository
+from services.store.budgets import BudgetRepository
 from services.store.columns import as_utc
 from services.store.engine import WRITE, make_engine
 from services.store.generations import GenerationRepository
@@ -20,11 +23,14 @@ from services.store.meta import MetaRepository
 from services.store.migrations import migrate
 
 Clock = Callable[[], datetime]
+#: PostgreSQL advisory lock key held by an admission that checks budgets ("fluxbud$" in ASCII).
+_ADMISSION_LOCK = int.from_bytes(b"fluxbud$", "big")
 
 
 class Store:
     """All persistence for the bot: ``store.generations``, ``store.guild_settings``,
-    ``store.meta``. Open with ``await Store.open(url)``; close with ``close()`` or ``async with``.
+    ``store.meta``, ``store.api_attempts``, ``store.budgets``. Open with
+    ``await Store.open(url)``; close with ``close()`` or ``async with``.
     """
 
     def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
@@ -41,6 +47,8 @@ class Store:
         self.generations = GenerationRepository(engine, write=self._write, now=self._now)
         self.guild_settings = GuildSettingsRepository(engine, write=self._write, now=self._now)
         self.meta = MetaRepository(engine, write=self._write)
+        self.api_attempts = ApiAttemptRepository(engine, write=self._write, now=self._now)
+        self.budgets = BudgetRepository(engine, write=self._write, now=self._now)
 
     @classmethod
     async def open(cls, url: str, *, clock: Clock = utc_now) -> Self:
@@ -75,6 +83,22 @@ class Store:
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: after this process's earlier writers, then ``BEGIN IMMEDIATE``."""
         async with self._write_lock, self._writer.begin() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def admission(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction in which no other admission, in any process, runs meanwhile.
+
+        What is read in it (spend, reservations) stays true until it commits, so a budget check
+        and the job it lets in are one step. SQLite: ``BEGIN IMMEDIATE`` already excludes every
+        other writer. PostgreSQL: a transaction-scoped advisory lock that every admission takes;
+        its reads, made after the lock (READ COMMITTED), see every admission committed before.
+        """
+        async with self._write() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADMISSION_LOCK}
+                )
             yield conn
 
     def _now(self, value: datetime | None = None) -> datetime:

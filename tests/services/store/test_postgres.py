@@ -41,7 +41,14 @@ async def pg_url() -> AsyncIterator[str]:
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
-            for table in ("generations", "meta", "guild_settings", "schema_version"):
+            for table in (
+                "api_attempts",
+                "budgets",
+                "generations",
+                "meta",
+                "guild_settings",
+                "schema_version",
+            ):
                 await conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     finally:
         await engine.dispose()
