@@ -25,6 +25,8 @@ import cogs
 from services import log_redaction
 from services.aimlapi import AimlApiClient
 from services.config import Settings, SettingsError, load_settings
+from services.costs import BudgetGuard, PriceList, usd_to_nanos
+from services.credits import CreditWatch
 from services.generations import GenerationService
 from services.image_pool import ImagePool
 from services.quotas import DailyQuotas
@@ -46,6 +48,7 @@ class FluxBot(commands.Bot):
     store: Store
     api: AimlApiClient
     generations: GenerationService
+    credits: CreditWatch
     http_session: aiohttp.ClientSession
 
     def __init__(self, settings: Settings, **options: Any) -> None:
@@ -82,6 +85,7 @@ class FluxBot(commands.Bot):
         quotas = DailyQuotas(
             self.store, user_limit=settings.user_daily_limit, guild_limit=settings.guild_daily_limit
         )
+        bot_budget = settings.bot_daily_budget_usd
         self.generations = GenerationService(
             store=self.store,
             api=self.api,
@@ -89,6 +93,17 @@ class FluxBot(commands.Bot):
             max_concurrent=settings.max_concurrent_jobs,
             max_per_user=settings.max_queued_per_user,
             job_timeout_seconds=settings.job_timeout_seconds,
+            prices=PriceList(settings.model_prices, megapixels=settings.max_input_megapixels),
+            budgets=BudgetGuard(
+                self.store,
+                bot_daily_nanos=None if bot_budget is None else usd_to_nanos(bot_budget),
+            ),
+        )
+        self.credits = CreditWatch(
+            balance=self.api.balance,
+            generations=self.generations,
+            store=self.store,
+            low_balance=settings.low_balance_usd,
         )
         for extension in walk_extensions():
             try:
@@ -96,6 +111,7 @@ class FluxBot(commands.Bot):
             except Exception:
                 log.exception("extension %s failed to load", extension)
         self.synced_commands = await self.sync_commands()
+        self.credits.start()  # the balance at start, then hourly (DESIGN §10)
 
     async def sync_commands(self) -> int:
         """Sync only when the command tree changed: Discord allows 200 creates a day."""
@@ -137,6 +153,8 @@ class FluxBot(commands.Bot):
                 grace,
             )
             await self.generations.shutdown(grace)
+        if hasattr(self, "credits"):
+            await self.credits.close()
         await super().close()
         self.images.close()
         if hasattr(self, "http_session"):

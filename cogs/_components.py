@@ -254,7 +254,9 @@ async def start_follow_up(
     """Queue a reroll or remix of ``source`` in the same thread and acknowledge the press."""
     generations = interaction.client.generations
     try:
-        await generations.admit(interaction.user.id, interaction.guild_id)
+        await generations.admit(
+            interaction.user.id, interaction.guild_id, model=source.model, count=parameters.count
+        )
         await interaction.response.defer()
         submitted = await generations.submit(
             source.follow_up(kind=kind, user_id=interaction.user.id, parameters=parameters)

@@ -1,4 +1,4 @@
-"""``/fluxbot-settings``: a guild's content policy, for members with Manage Server.
+"""``/fluxbot-settings``: a guild's content policy and budgets, for members with Manage Server.
 
 ``default_permissions`` only hides the command; a guild can grant it to anyone under Server
 Settings -> Integrations, and a client can send any interaction, so the callback checks the
@@ -15,7 +15,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._replies import reply
+from services.costs import format_usd, parse_usd, usd_to_nanos
 from services.safety import GuildSettings, TermsRejected, describe_terms, parse_terms
+from services.store import Budgets
 
 if TYPE_CHECKING:
     from bot import FluxBot
@@ -24,6 +26,34 @@ log = logging.getLogger(__name__)
 
 NOT_ALLOWED = "Only members with the Manage Server permission can change fluxbot's settings."
 CLEAR = frozenset({"none", "-", "clear"})
+#: A member's own budget is removed (the server's member budget applies again) with these.
+DEFAULT = frozenset({"default", "none", "-", "clear"})
+
+
+class BudgetRejected(ValueError):
+    """A budget option an admin cannot save; the message says why."""
+
+
+def budget_nanos(text: str, *, option: str, clear: frozenset[str] = CLEAR) -> int | None:
+    """An amount in USD as nano-dollars; None for "no limit" (``none``)."""
+    if text.strip().lower() in clear:
+        return None
+    try:
+        return usd_to_nanos(parse_usd(text))
+    except ValueError as exc:
+        raise BudgetRejected(f"{option}: {exc}. Nothing was changed.") from None
+
+
+def describe_budgets(budgets: Budgets) -> str:
+    def amount(nanos: int | None) -> str:
+        return "no limit" if nanos is None else f"{format_usd(nanos)} a day"
+
+    own = ", ".join(f"<@{u}> {format_usd(n)}" for u, n in sorted(budgets.members.items()))
+    return (
+        f"• Daily budget for the server: {amount(budgets.daily_usd_nanos)}\n"
+        f"• Daily budget for each member: {amount(budgets.member_daily_usd_nanos)}"
+        + (f" (their own: {own})" if own else "")
+    )
 
 
 def describe(settings: GuildSettings) -> str:
@@ -53,6 +83,10 @@ class AdminCog(commands.Cog):
         unfiltered_in_nsfw="Turn the safety checker off in channels marked NSFW (default: no)",
         open_rerolls="Let anyone press Reroll and Remix on anyone's image (default: no)",
         blocked_words="Words or phrases to refuse in prompts, comma-separated; 'none' clears them",
+        daily_budget="USD this server may spend on images per UTC day, e.g. 5; 'none' for no limit",
+        member_daily_budget="USD each member may spend per UTC day, e.g. 0.5; 'none' for no limit",
+        member="A member to give a budget of their own (with member_budget)",
+        member_budget="That member's USD per UTC day; 'default' gives them the member budget again",
     )
     async def settings(
         self,
@@ -60,8 +94,12 @@ class AdminCog(commands.Cog):
         unfiltered_in_nsfw: bool | None = None,
         open_rerolls: bool | None = None,
         blocked_words: app_commands.Range[str, 1, 2000] | None = None,
+        daily_budget: app_commands.Range[str, 1, 20] | None = None,
+        member_daily_budget: app_commands.Range[str, 1, 20] | None = None,
+        member: discord.Member | None = None,
+        member_budget: app_commands.Range[str, 1, 20] | None = None,
     ) -> None:
-        """Show or change fluxbot's content settings for this server (Manage Server)."""
+        """Show or change fluxbot's content settings and budgets for this server."""
         if interaction.guild_id is None or not interaction.permissions.manage_guild:
             log.info("settings refused for %s in %s", interaction.user.id, interaction.guild_id)
             await reply(interaction, NOT_ALLOWED)
@@ -79,6 +117,16 @@ class AdminCog(commands.Cog):
                 await reply(interaction, f"{exc.user_message} Nothing was changed.")
                 return
             changes["blocked_terms"] = terms
+        if (member is None) != (member_budget is None):
+            await reply(interaction, "Give both member and member_budget. Nothing was changed.")
+            return
+        try:
+            budgets = await self._change_budgets(
+                interaction, daily_budget, member_daily_budget, member, member_budget
+            )
+        except BudgetRejected as exc:
+            await reply(interaction, str(exc))
+            return
         if changes:
             current = current.model_copy(update=changes)
             await self.bot.store.guild_settings.save(current, updated_by=interaction.user.id)
@@ -88,7 +136,43 @@ class AdminCog(commands.Cog):
                 interaction.user.id,
                 ", ".join(sorted(changes)),
             )
-        await reply(interaction, describe(current))
+        await reply(interaction, f"{describe(current)}\n{describe_budgets(budgets)}")
+
+    async def _change_budgets(
+        self,
+        interaction: discord.Interaction[FluxBot],
+        daily: str | None,
+        member_daily: str | None,
+        member: discord.Member | None,
+        member_budget: str | None,
+    ) -> Budgets:
+        """Save what was given (all checked first, so a bad value changes nothing)."""
+        assert interaction.guild_id is not None
+        guild_id, by = interaction.guild_id, interaction.user.id
+        store = self.bot.store.budgets
+        current = await store.get(guild_id)
+        new_daily = current.daily_usd_nanos
+        new_member_daily = current.member_daily_usd_nanos
+        if daily is not None:
+            new_daily = budget_nanos(daily, option="daily_budget")
+        if member_daily is not None:
+            new_member_daily = budget_nanos(member_daily, option="member_daily_budget")
+        own: int | None = None
+        if member is not None and member_budget is not None:
+            own = budget_nanos(member_budget, option="member_budget", clear=DEFAULT)
+        if daily is not None or member_daily is not None:
+            await store.save_guild(
+                guild_id,
+                daily_usd_nanos=new_daily,
+                member_daily_usd_nanos=new_member_daily,
+                updated_by=by,
+            )
+        if member is not None:
+            await store.save_member(guild_id, member.id, own, updated_by=by)
+        if daily is not None or member_daily is not None or member is not None:
+            log.info("guild %s: budgets changed by %s", guild_id, by)
+            return await store.get(guild_id)
+        return current
 
 
 async def setup(bot: FluxBot) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.costs import MAX_USD, parse_prices
 from services.model_registry import DEFAULT_MODEL, REGISTRY
 
 #: Where an operator gets each required secret; shown when one is missing.
@@ -37,9 +40,17 @@ class Settings(BaseSettings):
     #: Generations per member / per guild each UTC day; 0 = unlimited.
     user_daily_limit: int = Field(default=0, ge=0)
     guild_daily_limit: int = Field(default=0, ge=0)
+    #: USD the whole bot may spend per UTC day; empty = no limit (DESIGN §10).
+    bot_daily_budget_usd: Decimal | None = Field(default=None, ge=0, le=MAX_USD)
+    #: ``model=price,...``: USD per image (up to 1 MP) instead of the registry's estimate.
+    model_prices_usd: str = ""
+    #: Warn (log and admin channel) when the API balance is below this; 0 = never.
+    low_balance_usd: Decimal = Field(default=Decimal(5), ge=0, le=MAX_USD)
+    #: A channel for operator notes (low balance, out of credits); empty = log only.
+    admin_channel_id: int | None = None
     log_level: str = "INFO"
 
-    @field_validator("dev_guild_id", mode="before")
+    @field_validator("dev_guild_id", "admin_channel_id", "bot_daily_budget_usd", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -50,6 +61,16 @@ class Settings(BaseSettings):
         if value not in REGISTRY:
             raise ValueError(f"must be one of the models fluxbot knows: {', '.join(REGISTRY)}")
         return value
+
+    @field_validator("model_prices_usd")
+    @classmethod
+    def _known_prices(cls, value: str) -> str:
+        parse_prices(value)  # ValueError in plain words
+        return value
+
+    @property
+    def model_prices(self) -> dict[str, Decimal]:
+        return parse_prices(self.model_prices_usd)
 
     @field_validator("log_level")
     @classmethod

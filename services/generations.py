@@ -1,8 +1,8 @@
 """The one place a command, a button or a resumed job asks for a generation.
 
-``GenerationService`` admits a job (per-member cap, daily quotas), stores it, queues it, cancels
-it, resumes what a restart left behind, and asks the delivery side to refresh job cards. Cogs
-never touch the queue or the store's job states directly, so the rules live here once.
+``GenerationService`` admits a job (per-member cap, daily quotas, budgets), stores it, queues it,
+cancels it, resumes what a restart left behind, and asks the delivery side to refresh job cards.
+Cogs never touch the queue or the store's job states directly, so the rules live here once.
 
 Discord is reached only through a :class:`Publisher` that the delivery extension attaches when
 it loads; until one is attached the queue holds every job rather than run it with nowhere to go.
@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.aimlapi import AimlApiClient
 from services.card_updates import CardUpdater
 from services.clock import utc_now
+from services.costs import BudgetGuard, PriceList
 from services.jobs import Job, JobQueue
+from services.model_registry import DEFAULT_MODEL
 from services.quotas import DailyQuotas
 from services.store import Generation, NewGeneration, Store
 from services.worker import GenerationWorker, NoPublisher, Publisher
@@ -27,6 +29,9 @@ from services.worker import GenerationWorker, NoPublisher, Publisher
 log = logging.getLogger(__name__)
 
 RESUME_TOO_LATE = "The bot restarted and this job waited too long. Press Reroll to try again."
+
+#: Told of a job the API refused for want of credits, and of each job queued meanwhile.
+CreditListener = Callable[[Generation], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,17 @@ class GenerationService:
         max_per_user: int,
         job_timeout_seconds: float,
         now: Callable[[], datetime] = utc_now,
+        prices: PriceList | None = None,
+        budgets: BudgetGuard | None = None,
     ) -> None:
         self._store = store
         self._quotas = quotas
+        self.prices = prices or PriceList()
+        #: Daily budgets: the bot's, and those guild admins set (read afresh at each admission).
+        self.budgets = budgets or BudgetGuard(store)
+        #: Set while the API account is out of credits: the queue starts nothing new.
+        self._credit_hold = False
+        self._credit_listener: CreditListener | None = None
         self._job_timeout = timedelta(seconds=job_timeout_seconds)
         self._now = now
         self._publisher: Publisher | None = None
@@ -64,6 +77,7 @@ class GenerationService:
             show_on_card=self.show_on_card,
             job_timeout_seconds=job_timeout_seconds,
             now=now,
+            out_of_credits=self._out_of_credits,
         )
         # Held until ``resume``: stored jobs go first, in their order.
         self.queue = JobQueue(
@@ -74,7 +88,7 @@ class GenerationService:
 
     def attach(self, publisher: Publisher) -> None:
         self._publisher = publisher
-        if self._resumed:
+        if self._resumed and not self._credit_hold:
             self.queue.start()
 
     def detach(self) -> None:
@@ -98,24 +112,47 @@ class GenerationService:
 
     # -- what commands and buttons call ---------------------------------------------------
 
-    async def admit(self, user_id: int, guild_id: int | None) -> None:
-        """Raise ``QueueRefused`` (or ``QuotaExceeded``) if this member may not queue a job now.
+    async def admit(
+        self,
+        user_id: int,
+        guild_id: int | None,
+        *,
+        model: str = DEFAULT_MODEL,
+        count: int = 1,
+    ) -> None:
+        """Raise ``QueueRefused`` (``QuotaExceeded``, ``BudgetExceeded``) if this member may not
+        queue a job of ``count`` images on ``model`` now.
 
         Commands call it before answering, so a refusal is private and nothing is stored;
         ``submit`` checks again, as the state may have changed meanwhile.
         """
         self.queue.check_admission(user_id)
         await self._quotas.check(user_id, guild_id)
+        await self.budgets.check(user_id, guild_id, self.prices.estimate(model, count))
 
     async def submit(self, new: NewGeneration) -> Submitted:
-        """Admit, store and queue a job, and have its card show it."""
+        """Admit, store and queue a job, and have its card show it.
+
+        Under a budget, its check and the job's insert are one transaction that no other
+        admission, in any process, interleaves with (``Store.admission``).
+        """
+        estimate = self.prices.estimate(new.model, new.parameters.count)
+        new = new.model_copy(update={"estimate_usd_nanos": estimate})
         async with self._admission:  # check and store as one step, or two presses both pass
-            await self.admit(new.user_id, new.guild_id)
-            generation = await self._store.generations.create(new)
+            self.queue.check_admission(new.user_id)
+            await self._quotas.check(new.user_id, new.guild_id)
+            if await self.budgets.applies(new.user_id, new.guild_id):
+                async with self._store.admission() as conn:
+                    await self.budgets.check(new.user_id, new.guild_id, estimate, conn)
+                    generation = await self._store.generations.create(new, conn=conn)
+            else:
+                generation = await self._store.generations.create(new)
         ahead = self.queue.submit(
             Job(generation.id, generation.user_id, generation.guild_id), check=False
         )
         self.show_on_card(generation)
+        if self._credit_hold and self._credit_listener is not None:
+            await self._credit_listener(generation)
         return Submitted(generation, ahead)
 
     async def cancel(self, generation: Generation, *, by: int) -> bool:
@@ -130,6 +167,37 @@ class GenerationService:
 
     def jobs_ahead(self, generation_id: int) -> int | None:
         return self.queue.jobs_ahead(generation_id)
+
+    # -- out of credits -------------------------------------------------------------------
+
+    def watch_credits(self, listener: CreditListener | None) -> None:
+        """``listener`` (the balance watch) decides on pauses for credits; None: jobs the API
+        refuses for want of credits fail instead."""
+        self._credit_listener = listener
+
+    @property
+    def credit_hold(self) -> bool:
+        """The queue is paused because the API account is out of credits."""
+        return self._credit_hold
+
+    def release_credit_hold(self) -> bool:
+        """Start jobs again after a pause for credits; False if there was none."""
+        if not self._credit_hold:
+            return False
+        self._credit_hold = False
+        if self._resumed and self._publisher is not None:
+            self.queue.start()
+        return True
+
+    async def _out_of_credits(self, generation: Generation) -> bool:
+        """The API refused ``generation`` for want of credits: pause the queue, if watched."""
+        if self._credit_listener is None:
+            return False
+        if not self._credit_hold:
+            self._credit_hold = True
+            self.queue.pause()
+        await self._credit_listener(generation)
+        return True
 
     @property
     def stopping(self) -> bool:
@@ -163,7 +231,7 @@ class GenerationService:
                     resumed += 1
             log.info("resumed %d waiting generations", resumed)
         finally:
-            if self._publisher is not None:
+            if self._publisher is not None and not self._credit_hold:
                 self.queue.start()
             else:  # its load failure is logged already
                 log.warning("no delivery extension is loaded: jobs wait until one is")

@@ -68,10 +68,16 @@ class QueueRefused(UserFacingError):
     """A job that is not accepted; ``user_message`` says why in plain words."""
 
 
-class RateLimited(Exception):
-    """Raised by a runner: the API is too busy for this job now (429); it should run later.
+class Requeue(Exception):
+    """Raised by a runner: this job cannot run now; put it back first in its member's line.
 
     The runner has already put the job back in the state "waiting" wherever it keeps state.
+    """
+
+
+class RateLimited(Requeue):
+    """Raised by a runner: the API is too busy for this job now (429); it should run later,
+    and the queue as a whole slows down.
     """
 
     def __init__(self, retry_after: float | None = None) -> None:
@@ -238,19 +244,21 @@ class JobQueue:
         self._wake = None
         self._pump()
 
-    def _rate_limited(self, job: Job, exc: RateLimited) -> None:
-        """Back off (once per congestion event) and put ``job`` first in its member's line."""
+    def _requeue(self, job: Job, exc: Requeue) -> None:
+        """Put ``job`` first in its member's line, keeping its turn; after a 429 also back off
+        (once per congestion event)."""
         if self._stopping:
             return  # the runner stored it as waiting: it resumes after the restart
-        if job.epoch == self._epoch:
-            self.throttle(exc.retry_after)
-        elif exc.retry_after is not None:
-            self._pause_for(exc.retry_after)
+        if isinstance(exc, RateLimited):
+            if job.epoch == self._epoch:
+                self.throttle(exc.retry_after)
+            elif exc.retry_after is not None:
+                self._pause_for(exc.retry_after)
         self._waiting.setdefault(job.user_id, deque()).appendleft(job)
         if self._last_served.get(job.user_id) == job.turn:
             self._last_served[job.user_id] = job.served_before
         self._places = None
-        log.info("generation %s: API busy, back in line", job.generation_id)
+        log.info("generation %s: back in line (%s)", job.generation_id, type(exc).__name__)
 
     def _succeeded(self, job: Job) -> None:
         """A call started since the last slow-down was not turned away: earn one slot back."""
@@ -356,11 +364,11 @@ class JobQueue:
             await self._runner(job)
         except asyncio.CancelledError:
             raise
-        except RateLimited as exc:
+        except Requeue as exc:
             job._release = None
             self._calling.discard(job.generation_id)
             self._running.pop(job.generation_id, None)
-            self._rate_limited(job, exc)
+            self._requeue(job, exc)
         except Exception:
             log.exception("generation %s: runner failed", job.generation_id)
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -73,6 +74,9 @@ class ModelEntry:
     id: str
     kind: ModelKind
     build: BodyBuilder
+    #: Our estimate of one output image at up to 1 megapixel, in USD; admission reserves it
+    #: against budgets until the API reports the real cost (``MODEL_PRICES_USD`` overrides it).
+    price_usd: Decimal
 
     def request_body(self, parameters: GenerationParameters, image_url: str) -> dict[str, Any]:
         """The JSON body for one call; fields we leave empty are left out for the API's default."""
@@ -81,7 +85,11 @@ class ModelEntry:
 
 REGISTRY: dict[str, ModelEntry] = {
     entry.id: entry
-    for entry in (ModelEntry(DEFAULT_MODEL, ModelKind.IMG2IMG, _flux_image_to_image),)
+    for entry in (
+        ModelEntry(
+            DEFAULT_MODEL, ModelKind.IMG2IMG, _flux_image_to_image, price_usd=Decimal("0.025")
+        ),
+    )
 }
 
 

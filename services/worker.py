@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from services.aimlapi import AimlApiClient, GenerationResult, RateLimitedError
+from services.aimlapi import (
+    AimlApiClient,
+    ApiAttempt,
+    GenerationResult,
+    OutOfCreditsError,
+    RateLimitedError,
+)
 from services.clock import utc_now
+from services.costs import attempt_record, client_request_id
 from services.errors import UserFacingError
-from services.jobs import Job, RateLimited
+from services.jobs import Job, RateLimited, Requeue
 from services.model_registry import model_entry
 from services.store import Generation, Store
 
@@ -70,10 +77,14 @@ class GenerationWorker:
         show_on_card: Callable[[Generation], None],
         job_timeout_seconds: float = 600.0,
         now: Callable[[], datetime] = utc_now,
+        out_of_credits: Callable[[Generation], Awaitable[bool]] | None = None,
     ) -> None:
         """``publisher`` is asked at each job start: the delivery extension can be reloaded.
-        ``show_on_card`` asks for the job card to follow each change of state."""
+        ``show_on_card`` asks for the job card to follow each change of state.
+        ``out_of_credits`` is told of a job the API refused for want of credits (403); when it
+        answers True the queue is paused and the job waits in line, else the job fails."""
         self._store = store
+        self._out_of_credits = out_of_credits
         self._api = api
         self._publisher = publisher
         self._job_timeout = timedelta(seconds=job_timeout_seconds)
@@ -92,7 +103,12 @@ class GenerationWorker:
             image_url = await publisher.fresh_reference_url(generation)
             body = model_entry(generation.model).request_body(generation.parameters, image_url)
             # 429s are the queue's business: it slows down as a whole (DESIGN §7).
-            result = await self._api.generate(body, retry_rate_limited=False)
+            result = await self._api.generate(
+                body,
+                retry_rate_limited=False,
+                client_request_id=client_request_id(generation),
+                on_attempt=lambda attempt: self._record(generation, attempt),
+            )
             job.api_call_done()
             images = [
                 await self._api.download(image, max_bytes=MAX_RESULT_BYTES)
@@ -104,6 +120,14 @@ class GenerationWorker:
             self._show_on_card(generation)
         except RateLimitedError as exc:
             await self._rate_limited(publisher, generation, exc)
+        except OutOfCreditsError as exc:
+            if self._out_of_credits is None or not await self._out_of_credits(generation):
+                await self._fail(publisher, generation, exc.user_message, log_level=logging.WARNING)
+                return
+            requeued = await self._store.generations.mark_requeued(generation.id)
+            if requeued is not None:
+                self._show_on_card(requeued)
+            raise Requeue() from None
         except UserFacingError as exc:
             await self._fail(publisher, generation, exc.user_message, log_level=logging.WARNING)
         except Exception:
@@ -124,6 +148,10 @@ class GenerationWorker:
                 time.monotonic() - started,
                 result.inference_seconds,
             )
+
+    async def _record(self, generation: Generation, attempt: ApiAttempt) -> None:
+        """Each attempt's ids and cost, stored with the job as the API answers (DESIGN §10)."""
+        await self._store.api_attempts.record(attempt_record(generation, attempt))
 
     async def _rate_limited(
         self, publisher: Publisher, generation: Generation, exc: RateLimitedError

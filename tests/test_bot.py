@@ -50,3 +50,20 @@ def test_an_unknown_model_names_the_known_ones(tmp_path):
     assert result.returncode == 2
     assert "AIMLAPI_MODEL" in result.stderr and "flux/dev/image-to-image" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_env_example_with_its_secrets_filled_in_is_a_valid_configuration(tmp_path):
+    from services.config import Settings
+
+    example = (BOT.parent / ".env.example").read_text()
+    filled = example.replace("DISCORD_TOKEN=\n", "DISCORD_TOKEN=t\n").replace(
+        "AIMLAPI_KEY=\n", "AIMLAPI_KEY=k\n"
+    )
+    (tmp_path / ".env").write_text(filled)
+    settings = Settings(_env_file=tmp_path / ".env")  # type: ignore[call-arg]
+    assert settings.bot_daily_budget_usd is None and settings.admin_channel_id is None
+    assert settings.model_prices == {} and settings.low_balance_usd == 5
+    documented = {
+        line.partition("=")[0] for line in example.splitlines() if line and line[0] != "#"
+    }
+    assert {name.upper() for name in Settings.model_fields} <= documented

@@ -82,7 +82,9 @@ async def test_a_429_puts_a_young_job_back_in_line_for_the_queue_to_retry(store:
         await run(Job(generation.id, user_id=1))
 
     assert raised.value.retry_after == 3.0
-    assert api.calls == [{"retry_rate_limited": False}]  # no retrying on its own
+    [options] = api.calls
+    assert options["retry_rate_limited"] is False  # no retrying on its own
+    assert options["client_request_id"] == f"fluxbot:{generation.id}:1"
     stored = await store.generations.get(generation.id)
     assert stored is not None and stored.status == GenerationStatus.QUEUED
     assert stored.started_at is None and stored.attempts == 1

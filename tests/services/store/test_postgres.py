@@ -27,8 +27,16 @@ from services.store import (
     migrate,
 )
 from services.store.schema import metadata
-from tests.services.store.records import BIG_SNOWFLAKE, T0, V1_GENERATIONS, new, v1_row
+from tests.services.store.records import (
+    BIG_SNOWFLAKE,
+    T0,
+    V1_GENERATIONS,
+    FakeClock,
+    new,
+    v1_row,
+)
 from tests.services.store.schemas import describe_database, describe_metadata
+from tests.services.test_costs import race_for_the_last_cents
 
 pytest.importorskip("asyncpg")
 
@@ -159,3 +167,8 @@ async def test_processes_migrating_at_once_apply_each_step_once(pg_url: str) -> 
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_two_processes_admitting_for_the_last_cents_let_only_one_in(pg_url: str) -> None:
+    """The advisory lock of ``Store.admission``: READ COMMITTED alone would let both in."""
+    await race_for_the_last_cents(pg_url, FakeClock())
