@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from time import monotonic
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,7 +23,7 @@ from services.aimlapi import ApiAttempt
 from services.clock import discord_relative, utc_now
 from services.jobs import QueueRefused
 from services.model_registry import REGISTRY
-from services.store import Generation, NewApiAttempt, Store
+from services.store import Budgets, Generation, NewApiAttempt, Store
 
 NANOS_PER_USD = 10**9
 #: The largest budget or price anyone may set, in USD: far beyond any real use, inside BIGINT.
@@ -145,6 +146,10 @@ class Spend:
         return None if self.limit is None else max(0, self.limit - self.committed)
 
 
+#: How long the early check (before a command is answered) trusts a guild's budgets it read;
+#: ``submit`` always reads them afresh, so this only spares the answer a database read.
+EARLY_CHECK_TTL = 5.0
+
 #: Who a budget belongs to, and how a refusal names it.
 _WHO = {
     "bot": "The bot has reached its spending limit for today",
@@ -166,6 +171,7 @@ class BudgetGuard:
         self._store = store
         self.bot_daily_nanos = bot_daily_nanos
         self._clock = clock
+        self._early: dict[int, tuple[float, Budgets]] = {}
 
     def today(self) -> tuple[datetime, datetime]:
         """The current UTC day as ``(start, next midnight)``."""
@@ -194,6 +200,8 @@ class BudgetGuard:
         private refusal a command gives before answering.
         """
         if conn is None:
+            if not await self._may_apply(user_id, guild_id):
+                return None
             async with self._store.engine.connect() as own:
                 return await self.check(user_id, guild_id, estimate, own)
         for who, spend in (await self.spends(user_id, guild_id, conn)).items():
@@ -209,6 +217,19 @@ class BudgetGuard:
                     f"{_WHO[who]}{detail}. It resets {discord_relative(resets_at)} (midnight UTC).",
                     resets_at,
                 )
+
+    async def _may_apply(self, user_id: int, guild_id: int | None) -> bool:
+        """``applies`` from budgets read at most ``EARLY_CHECK_TTL`` ago (the early check)."""
+        if self.bot_daily_nanos is not None:
+            return True
+        if guild_id is None:
+            return False
+        now = monotonic()
+        read_at, budgets = self._early.get(guild_id, (float("-inf"), None))
+        if budgets is None or now - read_at > EARLY_CHECK_TTL:
+            budgets = await self._store.budgets.get(guild_id)
+            self._early[guild_id] = (now, budgets)
+        return budgets.daily_usd_nanos is not None or budgets.for_member(user_id) is not None
 
     async def spends(
         self, user_id: int | None, guild_id: int | None, conn: AsyncConnection
