@@ -1,5 +1,5 @@
 """FakeAimlApi checks each model's body by that model's documented schema and answers in its
-documented shape."""
+documented shape; and what our registry builds passes it through the real client."""
 
 from __future__ import annotations
 
@@ -13,14 +13,20 @@ from PIL import Image
 from pydantic import SecretStr
 
 from services.aimlapi import AimlApiClient
+from services.model_registry import (
+    DEFAULT_MODEL,
+    DREAMINA_UPSCALE,
+    ENTRIES,
+    FLUX2_EDIT,
+    KONTEXT_MAX,
+    KONTEXT_PRO,
+    ModelEntry,
+    ReferenceInfo,
+    model_entry,
+)
+from services.parameters import GenerationParameters
 from tests import images
 from tests.fakes.aimlapi import PATH, FakeAimlApi
-
-DEFAULT_MODEL = "flux/dev/image-to-image"
-KONTEXT_PRO = "flux/kontext-pro/image-to-image"
-KONTEXT_MAX = "flux/kontext-max/image-to-image"
-FLUX2_EDIT = "blackforestlabs/flux-2-edit"
-DREAMINA_UPSCALE = "bytedance/dreamina-creative-upscale"
 
 KEY = "test-key-models"
 
@@ -152,19 +158,36 @@ async def test_every_reference_is_fetched(api: FakeAimlApi, session: aiohttp.Cli
 # --------------------------------------------------------------------------- answers
 
 
+def request(entry: ModelEntry, reference: str, size: tuple[int, int], **knobs: Any) -> dict:
+    parameters = GenerationParameters(prompt="add a small red hat", **knobs)
+    measured = ReferenceInfo(*size)
+    return entry.request_body(parameters, [reference], reference=measured)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda entry: entry.id)
+async def test_what_the_registry_builds_the_fake_accepts(
+    entry: ModelEntry, api: FakeAimlApi, client: AimlApiClient
+) -> None:
+    reference = api.add_file(images.png(96, 54))
+    result = await client.generate(request(entry, reference, (96, 54), seed=5))
+    assert api.requests[0]["model"] == entry.id
+    assert len(result.images) == 1
+    data = await client.download(result.images[0], max_bytes=50_000_000)
+    assert size_of(data)[0] > 0
+
+
 async def test_kontext_answers_images_at_its_aspect_ratio(
     api: FakeAimlApi, client: AimlApiClient, session: aiohttp.ClientSession
 ) -> None:
-    body = {
-        "model": KONTEXT_PRO,
-        "prompt": "add a small red hat",
-        "image_url": api.add_file(images.png(96, 54)),
-        "aspect_ratio": "16:9",
-        "output_format": "png",
-        "seed": 11,
-        "num_images": 2,
-    }
-    result = await client.generate(body)
+    entry_body = request(
+        model_entry(KONTEXT_PRO),
+        api.add_file(images.png(96, 54)),
+        (96, 54),
+        seed=11,
+        count=2,
+    )
+    assert entry_body["aspect_ratio"] == "16:9"
+    result = await client.generate(entry_body)
     assert result.seed == 11 and len(result.images) == 2
     first = result.images[0]
     assert (first.width, first.height, first.content_type) == (1360, 768, "image/png")
@@ -215,5 +238,6 @@ async def test_a_forced_shape_still_applies_to_every_model(
 ) -> None:
     api.response_shape = "data_b64"
     reference = api.add_file(images.png(64, 48))
-    result = await client.generate({"model": KONTEXT_MAX, "prompt": "hat", "image_url": reference})
+    entry = model_entry(KONTEXT_MAX)
+    result = await client.generate(request(entry, reference, (64, 48)))
     assert result.images[0].b64_json and result.images[0].url is None
