@@ -93,8 +93,9 @@ FLUX2_EDIT_ENTRY = ModelEntry(
     kind=ModelKind.EDIT,
     body_type=Flux2EditBody,
     build=_build,
-    # FLUX.2 [dev] editing is listed at about $0.012 per megapixel of input and output; one
-    # megapixel out plus up to three references in, rounded up.
+    # No documented AI/ML API price; FLUX.2 editing elsewhere is billed per megapixel of input
+    # and output (fal: $0.008/MP for its turbo edit): a generous figure for 1 MP out and up to
+    # three references in.
     usd_per_image=0.05,
     max_references=MAX_REFERENCES,
     rules=(_enough_steps,),

@@ -42,7 +42,7 @@ FLUX_DEV = ModelEntry(
     kind=ModelKind.IMG2IMG,
     body_type=FluxImageToImageBody,
     build=_build,
-    # Black Forest Labs' list price for FLUX.1 [dev] is $0.025 per megapixel; references are
-    # scaled to MAX_INPUT_MEGAPIXELS (1.0) and results come out at their size.
+    # About $0.025 per 1 MP image at Black Forest Labs' list price; references are scaled to
+    # MAX_INPUT_MEGAPIXELS (1.0) and results come out at their size.
     usd_per_image=0.025,
 )
