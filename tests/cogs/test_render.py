@@ -95,9 +95,25 @@ def test_every_embed_fits_for_any_prompt(prompt: str, status: GenerationStatus, 
         seed=SEED_MAX,
         inference_seconds=1e9,
     )
+    varied = stored.model_copy(
+        update={
+            "kind": GenerationKind.VARY,
+            "parent_id": 2**53,
+            "source_id": 2**53,
+            "source_image": 3,
+            "thread_id": 2**63 - 1,
+            "card_channel_id": 2**63 - 1,
+            "card_message_id": 2**63 - 1,
+            "result_message_ids": (2**63 - 1,),
+            "cancelled_by": 2**63 - 1,
+        }
+    )
     for embed in (
         render.card_embed(stored, ahead=10**6),
         render.result_embed(stored, result, image_filename="fluxbot-1-1.png"),
+        render.result_embed(varied, result, image_filename=None, source=varied),
+        render.info_embed(stored, None),
+        render.info_embed(varied, varied),
         render.pending_card_embed(prompt, stored.user_id),
         render.rejected_card_embed(prompt, stored.user_id, error or "x"),
     ):
