@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cogs import _render as render
+from cogs.history import history_embed
 from services.aimlapi import GeneratedImage, GenerationResult
 from services.model_registry import DEFAULT_MODEL
 from services.parameters import PROMPT_MAX, SEED_MAX, GenerationParameters, describe_invalid
@@ -114,6 +115,7 @@ def test_every_embed_fits_for_any_prompt(prompt: str, status: GenerationStatus, 
         render.result_embed(varied, result, image_filename=None, source=varied),
         render.info_embed(stored, None),
         render.info_embed(varied, varied),
+        history_embed([stored, varied] * 5, page=10**5, total=10**7),
         render.pending_card_embed(prompt, stored.user_id),
         render.rejected_card_embed(prompt, stored.user_id, error or "x"),
     ):
