@@ -22,6 +22,7 @@ from services.model_registry import (
     ModelKind,
     models_of_kind,
 )
+from services.parameters import STRENGTH
 
 #: Where an operator gets each required secret; shown when one is missing.
 WHERE_TO_GET = {
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
     #: Generations per member / per guild each UTC day; 0 = unlimited.
     user_daily_limit: int = Field(default=0, ge=0)
     guild_daily_limit: int = Field(default=0, ge=0)
+    #: Strength of Vary (subtle) and Vary (strong) on a result image (DESIGN §8).
+    vary_subtle_strength: float = Field(default=0.35, ge=STRENGTH.minimum, le=STRENGTH.maximum)
+    vary_strong_strength: float = Field(default=0.7, ge=STRENGTH.minimum, le=STRENGTH.maximum)
     log_level: str = "INFO"
 
     @field_validator("dev_guild_id", mode="before")

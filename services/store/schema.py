@@ -56,6 +56,13 @@ generations = Table(
     Column("nsfw_withheld", Integer, nullable=False, server_default="0"),
     Column("cancelled_by", BigInteger),
     Column("upload_limit", BigInteger),
+    # The result image this job's reference is (v0005): generation and index from 0; NULL
+    # means the member's upload on the job card.
+    Column("source_id", Id),  # no foreign key: see the migration
+    Column("source_image", Integer),
+    # Set when a member deleted the result (Delete button); /history leaves it out.
+    Column("deleted_at", UTCDateTime),
+    Column("deleted_by", BigInteger),
     Index("ix_generations_user_created", "user_id", "created_at"),
     Index("ix_generations_guild_created", "guild_id", "created_at"),
     Index("ix_generations_card", "card_message_id"),

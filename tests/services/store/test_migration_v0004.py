@@ -47,7 +47,7 @@ async def test_rows_are_copied_in_batches_without_missing_one(
     monkeypatch.setattr(v0004, "BATCH", 2)
     prompts = [f"prompt {n}" for n in range(7)]
     await insert_v1(v3_engine, *(v1_row(GenerationParameters(prompt=p)) for p in prompts))
-    assert await migrate(v3_engine) == 4
+    assert await migrate(v3_engine, target=4) == 4
     rows = [
         ParametersJSON().process_result_value(s, v3_engine.dialect)
         for s in await stored_parameters(v3_engine)
