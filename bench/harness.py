@@ -27,8 +27,7 @@ from unittest import mock
 from aiohttp import web
 from PIL import Image
 
-from tests.fakes import aimlapi
-from tests.fakes.aimlapi import FakeAimlApi
+from tests.fakes.aimlapi import FakeAimlApi, responses
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeRequest
 from tests.world import API_KEY, TOKEN
 
@@ -60,7 +59,7 @@ def _photo_pngs(width: int, height: int, seed: int, count: int) -> list[bytes]:
 @contextlib.contextmanager
 def photo_results() -> Iterator[None]:
     """Make the fake API return photo-like PNGs instead of solid colours."""
-    with mock.patch.object(aimlapi, "_solid_pngs", _photo_pngs):
+    with mock.patch.object(responses, "solid_pngs", _photo_pngs):
         yield
 
 

@@ -1,9 +1,11 @@
 """Buttons, the Remix form and the views that carry them: stateless, keyed by a stored generation.
 
-A custom id is ``fluxbot:<action>:<generation_id>`` (DESIGN §2); ``cogs/buttons.py`` registers the
-classes with ``add_dynamic_items``, so a button from any earlier run still finds its generation in
-the store. The Remix form is answered by custom id too (``handle_remix_submit``), so a form opened
-before a restart still works after it. Each press calls one ``GenerationService`` method.
+A custom id is ``fluxbot:<action>:<generation_id>[:<image index>]`` (DESIGN §2, §8);
+``cogs/buttons.py`` registers the classes with ``add_dynamic_items``, so a button from any earlier
+run still finds its generation in the store. The Remix form is answered by custom id too
+(``handle_remix_submit``), so a form opened before a restart still works after it. Each press
+calls one ``GenerationService`` method. The result message's other actions (Info, Delete, the
+per-image ones) and the view that lays them out are in ``cogs/_result_actions.py``.
 """
 
 from __future__ import annotations
@@ -39,9 +41,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODAL_PREFIX = "fluxbot:remix-modal:"
-MODAL_ID = re.compile(r"fluxbot:remix-modal:(?P<id>[0-9]{1,20}):[0-9a-f]{8}")
+#: ``:<n>`` after the id: the form of Use as input, whose reference is result image ``n``.
+MODAL_ID = re.compile(
+    r"fluxbot:remix-modal:(?P<id>[0-9]{1,20})(?::(?P<image>[0-9]{1,2}))?:[0-9a-f]{8}"
+)
 GONE = "I can't find this image in my records any more. Start again with /imagine."
+DELETED = "This image was deleted, so its buttons no longer work."
+NO_SUCH_IMAGE = "That image is not part of this result."
 ONLY_AUTHOR = "Only the member who asked for this image can use its buttons."
+#: How the private acknowledgement of a new job starts, by kind.
+STARTED = {
+    GenerationKind.REROLL: "🎲",
+    GenerationKind.REMIX: "✏️",
+    GenerationKind.VARY: "🌱",
+    GenerationKind.USE: "🖼️",
+}
 #: The form's numeric fields, in order, after the prompt (a modal holds at most five inputs).
 REMIX_NUMBERS = (STRENGTH, SEED, STEPS, GUIDANCE)
 #: Room for any value in range (a ten-digit seed, ``0.123456789``).
@@ -67,6 +81,28 @@ async def opens_to_all(interaction: Interaction) -> bool:
     return settings.open_rerolls
 
 
+async def pressable(
+    interaction: Interaction,
+    generation_id: int,
+    *,
+    refusal: str = ONLY_AUTHOR,
+    opens_with_guild: bool = True,
+) -> Generation | None:
+    """The generation a press names, or ``None`` once the member was told why not."""
+    generation = await interaction.client.store.generations.get(generation_id)
+    if generation is None:
+        await reply(interaction, GONE)
+        return None
+    if generation.deleted_at is not None:
+        await reply(interaction, DELETED)
+        return None
+    open_to_all = opens_with_guild and await opens_to_all(interaction)
+    if not may_control(interaction, generation, open_to_all=open_to_all):
+        await reply(interaction, refusal)
+        return None
+    return generation
+
+
 class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"):
     """Shared parsing and the author check; subclasses set ``action`` and ``press``."""
 
@@ -78,13 +114,14 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
     #: Whether the guild's "open rerolls" setting lets anyone press it (never for Cancel).
     opens_with_guild = True
 
-    def __init__(self, generation_id: int) -> None:
+    def __init__(self, generation_id: int, *, row: int | None = None) -> None:
         super().__init__(
             discord.ui.Button(
                 custom_id=f"fluxbot:{self.action}:{generation_id}",
                 label=self.label,
                 emoji=self.emoji,
                 style=self.style,
+                row=row,
             )
         )
         self.generation_id = generation_id
@@ -105,15 +142,13 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
         return await self.allowed(interaction)
 
     async def allowed(self, interaction: Interaction) -> bool:
-        self.generation = await interaction.client.store.generations.get(self.generation_id)
-        if self.generation is None:
-            await reply(interaction, GONE)
-            return False
-        open_to_all = self.opens_with_guild and await opens_to_all(interaction)
-        if not may_control(interaction, self.generation, open_to_all=open_to_all):
-            await reply(interaction, self.refusal)
-            return False
-        return True
+        self.generation = await pressable(
+            interaction,
+            self.generation_id,
+            refusal=self.refusal,
+            opens_with_guild=self.opens_with_guild,
+        )
+        return self.generation is not None
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         assert self.generation is not None  # set by interaction_check
@@ -168,12 +203,16 @@ BUTTONS: tuple[type[GenerationButton], ...] = (RerollButton, RemixButton, Cancel
 
 
 class RemixModal(discord.ui.Modal):
-    """Pre-filled with the generation's settings; answered by ``handle_remix_submit``."""
+    """Pre-filled with the generation's settings; answered by ``handle_remix_submit``.
 
-    def __init__(self, generation: Generation) -> None:
+    With ``image`` it is Use as input: the same form, with that result image as the reference.
+    """
+
+    def __init__(self, generation: Generation, *, image: int | None = None) -> None:
+        target = f"{generation.id}" if image is None else f"{generation.id}:{image}"
         super().__init__(
-            title="Remix this image",
-            custom_id=f"{MODAL_PREFIX}{generation.id}:{secrets.token_hex(4)}",
+            title="Remix this image" if image is None else f"Remix with image {image + 1}",
+            custom_id=f"{MODAL_PREFIX}{target}:{secrets.token_hex(4)}",
             timeout=15 * 60,
         )
         parameters = generation.parameters
@@ -215,14 +254,18 @@ def modal_values(components: list[dict[str, Any]]) -> dict[str, str]:
     return values
 
 
-async def handle_remix_submit(interaction: Interaction, generation_id: int) -> None:
-    """A submitted Remix form: the same checks as the button, then a new job in the thread."""
-    source = await interaction.client.store.generations.get(generation_id)
+async def handle_remix_submit(
+    interaction: Interaction, generation_id: int, *, image: int | None = None
+) -> None:
+    """A submitted Remix form: the same checks as the button, then a new job in the thread.
+
+    ``image``: the form of Use as input, whose reference is that image of the result.
+    """
+    source = await pressable(interaction, generation_id)
     if source is None:
-        await reply(interaction, GONE)
         return
-    if not may_control(interaction, source, open_to_all=await opens_to_all(interaction)):
-        await reply(interaction, ONLY_AUTHOR)
+    if image is not None and image >= source.parameters.count:
+        await reply(interaction, NO_SUCH_IMAGE)
         return
     data = cast(dict[str, Any], interaction.data or {})
     values = modal_values(list(data.get("components", [])))
@@ -239,9 +282,11 @@ async def handle_remix_submit(interaction: Interaction, generation_id: int) -> N
             settings = await interaction.client.store.guild_settings.get(interaction.guild_id)
             check_prompt(parameters.prompt, settings)
     except UserFacingError as exc:
-        await reply(interaction, f"{exc.user_message} Press Remix to try again.")
+        again = "Remix" if image is None else "Use as input"
+        await reply(interaction, f"{exc.user_message} Press {again} to try again.")
         return
-    await start_follow_up(interaction, source, parameters, kind=GenerationKind.REMIX)
+    kind = GenerationKind.REMIX if image is None else GenerationKind.USE
+    await start_follow_up(interaction, source, parameters, kind=kind, image=image)
 
 
 async def start_follow_up(
@@ -250,17 +295,22 @@ async def start_follow_up(
     parameters: GenerationParameters,
     *,
     kind: GenerationKind,
+    image: int | None = None,
 ) -> None:
-    """Queue a reroll or remix of ``source`` in the same thread and acknowledge the press."""
+    """Queue a follow-up of ``source`` in the same thread and acknowledge the press.
+
+    ``image``: the new job's reference is that image of ``source``'s result (Vary, Use as input).
+    """
     generations = interaction.client.generations
+    follow_up = source.follow_up(
+        kind=kind, user_id=interaction.user.id, parameters=parameters, image=image
+    )
     try:
         await generations.admit(
             interaction.user.id, interaction.guild_id, model=source.model, count=parameters.count
         )
         await interaction.response.defer()
-        submitted = await generations.submit(
-            source.follow_up(kind=kind, user_id=interaction.user.id, parameters=parameters)
-        )
+        submitted = await generations.submit(follow_up)
     except UserFacingError as exc:  # refused up front, or another press got there first
         await reply(interaction, exc.user_message)
         return
@@ -270,8 +320,7 @@ async def start_follow_up(
         else "in the thread"
     )
     queued = f", {submitted.ahead} ahead of you" if submitted.ahead else ""
-    emoji = "🎲" if kind is GenerationKind.REROLL else "✏️"
-    text = f"{emoji} On it{queued} — the result will appear {where}."
+    text = f"{STARTED.get(kind, '✏️')} On it{queued} — the result will appear {where}."
     if generations.stopping:
         text = f"{QUEUED_FOR_RESTART} The result will appear {where}."
     await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
@@ -282,13 +331,6 @@ async def start_follow_up(
         source.id,
         interaction.user.id,
     )
-
-
-def result_view(generation: Generation) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(RerollButton(generation.id))
-    view.add_item(RemixButton(generation.id))
-    return view
 
 
 def card_view(generation: Generation) -> discord.ui.View | None:

@@ -8,7 +8,7 @@ from datetime import datetime
 import discord
 
 from services.aimlapi import GenerationResult
-from services.store import Generation, GenerationStatus
+from services.store import Generation, GenerationKind, GenerationStatus
 
 NO_MENTIONS = discord.AllowedMentions.none()
 COLOUR = discord.Colour(0x7C3AED)
@@ -125,14 +125,53 @@ def rejected_card_embed(prompt: str, user_id: int, reason: str) -> discord.Embed
     return embed
 
 
+def jump_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+def card_url(generation: Generation) -> str | None:
+    if generation.card_channel_id is None or generation.card_message_id is None:
+        return None
+    return jump_url(generation.guild_id, generation.card_channel_id, generation.card_message_id)
+
+
+def result_url(generation: Generation) -> str | None:
+    """Where the generation's result was posted (its first message), if it was."""
+    if not generation.result_message_ids:
+        return None
+    channel_id = generation.thread_id or generation.channel_id
+    return jump_url(generation.guild_id, channel_id, generation.result_message_ids[0])
+
+
+def lineage(generation: Generation, source: Generation | None) -> str | None:
+    """The picture a generation started from, as a link: a result image, or the job card's.
+
+    ``source`` is the generation named by ``generation.source_id`` (``None`` if unknown).
+    """
+    if generation.source_id is None or generation.source_image is None:
+        card = card_url(generation)
+        return f"[the picture on the job card]({card})" if card else None
+    text = f"image {generation.source_image + 1} of job {generation.source_id}"
+    link = result_url(source) if source is not None and source.deleted_at is None else None
+    return f"[{text}]({link})" if link else f"{text} (deleted)"
+
+
 def result_embed(
-    generation: Generation, result: GenerationResult, *, image_filename: str | None
+    generation: Generation,
+    result: GenerationResult,
+    *,
+    image_filename: str | None,
+    source: Generation | None = None,
 ) -> discord.Embed:
+    """``source``: the generation whose result image this one started from, for the link."""
     embed = discord.Embed(description=display_prompt(generation.parameters.prompt), colour=COLOUR)
     parameter_fields(embed, generation, seed=result.seed)
     if result.inference_seconds is not None:
         embed.add_field(name="Time", value=f"{result.inference_seconds:.1f} s")
     embed.add_field(name="Asked by", value=f"<@{generation.user_id}>")
+    came_from = lineage(generation, source)
+    if came_from:
+        embed.add_field(name="From", value=came_from, inline=False)
     if image_filename:
         embed.set_image(url=f"attachment://{image_filename}")
     embed.set_footer(text=f"fluxbot · job {generation.id}")
@@ -141,3 +180,52 @@ def result_embed(
 
 def failure_text(reason: str) -> str:
     return shorten(f"❌ This image could not be made: {reason}", 2000)
+
+
+KIND_NAMES = {
+    GenerationKind.IMAGINE: "/imagine",
+    GenerationKind.REROLL: "Reroll",
+    GenerationKind.REMIX: "Remix",
+    GenerationKind.VARY: "Vary",
+    GenerationKind.USE: "Use as input",
+    GenerationKind.MESSAGE: "Remix with fluxbot",
+}
+
+
+def took(generation: Generation) -> str | None:
+    """Time taken: the API's own inference time and ours from start to posted result."""
+    parts = []
+    if generation.inference_seconds is not None:
+        parts.append(f"{generation.inference_seconds:.1f} s generating")
+    if generation.finished_at and generation.started_at:
+        total = (generation.finished_at - generation.started_at).total_seconds()
+        parts.append(f"{total:.1f} s in all")
+    return ", ".join(parts) or None
+
+
+def info_embed(generation: Generation, source: Generation | None) -> discord.Embed:
+    """Everything about how a result was made (the Info button), shown only to who asked."""
+    parameters = generation.parameters
+    embed = discord.Embed(
+        title=f"Job {generation.id} · {KIND_NAMES.get(generation.kind, str(generation.kind))}",
+        description=display_prompt(parameters.prompt),
+        colour=COLOUR,
+    )
+    embed.add_field(name="Model", value=shorten(generation.model, 200), inline=False)
+    parameter_fields(embed, generation, seed=generation.seed or parameters.seed)
+    embed.add_field(name="Safety checker", value="on" if parameters.safety_checker else "off")
+    taken = took(generation)
+    if taken:
+        embed.add_field(name="Time", value=taken)
+    embed.add_field(name="Asked by", value=f"<@{generation.user_id}>")
+    embed.add_field(name="Made", value=timestamp(generation.created_at))
+    came_from = lineage(generation, source)
+    if came_from:
+        embed.add_field(name="From", value=came_from, inline=False)
+    if generation.parent_id is not None and generation.kind is not GenerationKind.IMAGINE:
+        embed.add_field(name="Pressed on", value=f"job {generation.parent_id}")
+    card = card_url(generation)
+    if card:
+        embed.add_field(name="Job card", value=f"[jump to the card]({card})")
+    embed.add_field(name="Status", value=status_line(generation), inline=False)
+    return embed

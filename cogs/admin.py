@@ -67,7 +67,8 @@ def describe(settings: GuildSettings) -> str:
     return (
         "**fluxbot settings for this server**\n"
         f"• Safety checker: {checker}\n"
-        f"• Reroll and Remix buttons: {rerolls}\n"
+        f"• Reroll, Remix, Info, Vary and Use as input: {rerolls} (Delete: the member who "
+        "asked, and moderators)\n"
         f"• Blocked words: {terms}"
     )
 
@@ -81,7 +82,7 @@ class AdminCog(commands.Cog):
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(
         unfiltered_in_nsfw="Turn the safety checker off in channels marked NSFW (default: no)",
-        open_rerolls="Let anyone press Reroll and Remix on anyone's image (default: no)",
+        open_rerolls="Let anyone press Reroll, Remix, Vary and Info on any image (default: no)",
         blocked_words="Words or phrases to refuse in prompts, comma-separated; 'none' clears them",
         daily_budget="USD this server may spend on images per UTC day, e.g. 5; 'none' for no limit",
         member_daily_budget="USD each member may spend per UTC day, e.g. 0.5; 'none' for no limit",

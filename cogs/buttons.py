@@ -1,4 +1,4 @@
-"""Registers the persistent buttons and answers the Remix form, from any earlier run too."""
+"""Registers the persistent buttons and menus and answers the Remix form, from any earlier run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from cogs._components import BUTTONS, MODAL_ID, handle_remix_submit
 from cogs._replies import UNEXPECTED, reply
+from cogs._result_actions import RESULT_ITEMS
 
 if TYPE_CHECKING:
     from bot import FluxBot
@@ -29,16 +30,17 @@ class RemixForms(commands.Cog):
         if match is None:
             return
         try:
-            await handle_remix_submit(interaction, int(match["id"]))
+            image = int(match["image"]) if match["image"] is not None else None
+            await handle_remix_submit(interaction, int(match["id"]), image=image)
         except Exception:
             log.exception("remix form for %s failed", match["id"])
             await reply(interaction, UNEXPECTED)
 
 
 async def setup(bot: FluxBot) -> None:
-    bot.add_dynamic_items(*BUTTONS)
+    bot.add_dynamic_items(*BUTTONS, *RESULT_ITEMS)
     await bot.add_cog(RemixForms())
 
 
 async def teardown(bot: FluxBot) -> None:
-    bot.remove_dynamic_items(*BUTTONS)
+    bot.remove_dynamic_items(*BUTTONS, *RESULT_ITEMS)

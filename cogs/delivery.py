@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from cogs import _render as render
-from cogs._components import card_view, result_view
+from cogs._components import card_view
+from cogs._result_actions import result_view
 from cogs._uploads import uploads
 from services.aimlapi import GenerationResult
 from services.images import EncodedFile, ImageRejected, fit_for_upload
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 REFERENCE_STEM = "reference"
+#: Jobs whose stored reference URL was signed just before they were queued.
+FRESH_ON_FIRST_RUN = frozenset({GenerationKind.IMAGINE, GenerationKind.MESSAGE})
+SOURCE_GONE = (
+    "The image this was made from is gone (its message was deleted), so it can't be used "
+    "again. Pick another image, or start again with /imagine."
+)
 TOO_LARGE_NOW = (
     "Discord refused the file as too large for this channel (its upload limit is lower than "
     "when you asked). Press Reroll to try again."
@@ -84,10 +91,16 @@ class DiscordPublisher:
         """The card's reference URL, fetched again unless it was attached a moment ago.
 
         Signed CDN URLs expire after about a day, so any later job (reroll, remix, resumed
-        job) asks Discord for the card again, which also notices a deleted card.
+        job) asks Discord for the card again, which also notices a deleted card. A reference
+        that is a result image (Vary, Use as input) is fetched from its result message the
+        same way, every time.
         """
-        if generation.kind is GenerationKind.IMAGINE and generation.attempts <= 1:
+        if generation.kind in FRESH_ON_FIRST_RUN and generation.attempts <= 1:
             return generation.reference_url
+        if generation.source_id is not None and generation.source_image is not None:
+            image_url = await self._result_image_url(generation.source_id, generation.source_image)
+            await self.bot.store.generations.set_reference_url(generation.id, image_url)
+            return image_url
         if generation.card_message_id is None or generation.card_channel_id is None:
             raise ReferenceUnavailable()
         channel = self._messageable(generation.card_channel_id, generation.guild_id)
@@ -100,6 +113,27 @@ class DiscordPublisher:
             raise ReferenceUnavailable()
         await self.bot.store.generations.set_reference_url(generation.id, url)
         return url
+
+    async def _result_image_url(self, generation_id: int, image: int) -> str:
+        """A fresh URL of image ``image`` (from 0) of a generation's posted result."""
+        source = await self.bot.store.generations.get(generation_id)
+        if source is None or source.deleted_at is not None:
+            raise ReferenceUnavailable(SOURCE_GONE)
+        wanted = image_stem(source.id, image)
+        channels = dict.fromkeys((source.thread_id or source.channel_id, source.channel_id))
+        for message_id in source.result_message_ids:
+            for channel_id in channels:  # results go to the channel if the thread was gone
+                try:
+                    message = await self._messageable(channel_id, source.guild_id).fetch_message(
+                        message_id
+                    )
+                except discord.NotFound:
+                    continue
+                for attachment in message.attachments:
+                    if attachment.filename.removeprefix("SPOILER_").startswith(f"{wanted}."):
+                        return attachment.url
+                break
+        raise ReferenceUnavailable(SOURCE_GONE)
 
     async def job_succeeded(
         self, generation: Generation, result: GenerationResult, images: list[bytes]
@@ -115,9 +149,9 @@ class DiscordPublisher:
         files: list[tuple[EncodedFile, bool]] = []
         for index, (data, flagged) in enumerate(shown, start=1):
             try:
-                encoded = await self.bot.images.run(
-                    fit_for_upload, data, limit=limit, stem=f"fluxbot-{generation.id}-{index}"
-                )
+                # Numbered as posted: the image buttons' index n is file n + 1.
+                stem = image_stem(generation.id, len(files))
+                encoded = await self.bot.images.run(fit_for_upload, data, limit=limit, stem=stem)
             except ImageRejected as exc:
                 log.warning("generation %s: image %s not uploadable", generation.id, index)
                 await self._send_text(generation, render.failure_text(exc.user_message))
@@ -138,7 +172,7 @@ class DiscordPublisher:
     async def job_failed(self, generation: Generation, reason: str) -> None:
         try:
             await self._send_text(
-                generation, render.failure_text(reason), view=result_view(generation)
+                generation, render.failure_text(reason), view=result_view(generation, images=0)
             )
         except discord.HTTPException as exc:
             log.warning("generation %s: could not report failure (%s)", generation.id, exc.status)
@@ -184,9 +218,12 @@ class DiscordPublisher:
                 size = 0
             batches[-1].append(item)
             size += length
-        view = result_view(generation)
+        view = result_view(generation, images=len(encoded))
         shown = encoded[0][0].filename if encoded and not encoded[0][1] else None
-        embed = render.result_embed(generation, result, image_filename=shown)
+        source = None
+        if generation.source_id is not None:
+            source = await self.bot.store.generations.get(generation.source_id)
+        embed = render.result_embed(generation, result, image_filename=shown, source=source)
         if not batches:
             return [(await self._send(generation, [], embed=embed, view=view)).id]
         ids = []
@@ -210,6 +247,11 @@ class DiscordPublisher:
     ) -> int:
         extra = {"view": view} if view is not None else {}
         return (await self._send(generation, [], content=text, **extra)).id
+
+
+def image_stem(generation_id: int, image: int) -> str:
+    """The file name (without extension) of a result's image ``image``, counted from 0."""
+    return f"fluxbot-{generation_id}-{image + 1}"
 
 
 async def setup(bot: FluxBot) -> None:

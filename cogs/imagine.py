@@ -1,27 +1,21 @@
-"""``/imagine``: check what the interaction carries, answer with a job card, then queue the job."""
+"""``/imagine``: check what the interaction carries, answer with a job card, then queue the job.
+
+What happens once the checks pass (the card, the thread, the reference, the queue) is shared
+with "Remix with fluxbot" in ``cogs/_intake.py``.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs import _render as render
+from cogs._intake import MAX_REFERENCE_BYTES, intake_for
 from cogs._replies import reply
-from cogs._uploads import uploads
 from services.errors import UserFacingError
-from services.images import (
-    ImageRejected,
-    PreparedImage,
-    check_attachment_meta,
-    fit_for_upload,
-    normalise_reference,
-)
-from services.jobs import QUEUED_FOR_RESTART
+from services.images import check_attachment_meta
 from services.parameters import (
     COUNT,
     GUIDANCE,
@@ -29,31 +23,19 @@ from services.parameters import (
     SEED,
     STEPS,
     STRENGTH,
-    GenerationParameters,
     parse_parameters,
 )
-from services.safety import check_prompt, safety_checker_enabled
-from services.store import Generation, GenerationKind, NewGeneration
 
 if TYPE_CHECKING:
     from bot import FluxBot
 
     Interaction = discord.Interaction[FluxBot]
 
-log = logging.getLogger(__name__)
-
-#: Largest reference attachment we download; it is scaled down to MAX_INPUT_MEGAPIXELS anyway.
-MAX_REFERENCE_BYTES = 20 * 1024 * 1024
-INTAKE_CONCURRENCY = 4
-THREADABLE = (discord.TextChannel,)
-
 
 class ImagineCog(commands.Cog):
     def __init__(self, bot: FluxBot) -> None:
         self.bot = bot
-        #: Commands whose image work (download, decode, re-host) runs at once; a burst waits its
-        #: turn after its card is up, so answering interactions never competes with image work.
-        self.intake = asyncio.Semaphore(INTAKE_CONCURRENCY)
+        self.intake = intake_for(bot)
 
     # Ranges and descriptions come from the parameter specs (services/parameters.py).
     @app_commands.command(name="imagine")
@@ -80,7 +62,7 @@ class ImagineCog(commands.Cog):
             parameters = parse_parameters(
                 prompt=prompt, **{k: v for k, v in options.items() if v is not None}
             )
-            parameters = await self._apply_policy(interaction, parameters)
+            parameters = await self.intake.apply_policy(interaction, parameters)
             check_attachment_meta(
                 image.content_type, image.size, image.filename, max_bytes=MAX_REFERENCE_BYTES
             )
@@ -94,148 +76,7 @@ class ImagineCog(commands.Cog):
             await reply(interaction, exc.user_message)
             return
 
-        callback = await interaction.response.send_message(
-            embed=render.pending_card_embed(parameters.prompt, interaction.user.id),
-            allowed_mentions=render.NO_MENTIONS,
-        )
-        if callback.message_id is None:  # Discord always returns it for a message response
-            log.warning("interaction %s: no card id in callback", interaction.id)
-            return
-        card = self._card(interaction, callback.message_id)
-        try:
-            async with self.intake:
-                generation = await self._start(interaction, card, parameters, image)
-        except UserFacingError as exc:
-            await self._turn_card_down(
-                card, parameters.prompt, interaction.user.id, exc.user_message
-            )
-            return
-        except discord.Forbidden:
-            log.warning("card %s: a permission is missing in channel %s", card.id, card.channel.id)
-            await self._turn_card_down(
-                card, parameters.prompt, interaction.user.id, render.MISSING_PERMISSION
-            )
-            return
-        log.info("generation %s: /imagine by %s", generation.id, interaction.user.id)
-        if self.bot.generations.stopping:
-            await reply(interaction, QUEUED_FOR_RESTART)
-
-    async def _turn_card_down(
-        self, card: discord.PartialMessage, prompt: str, user_id: int, reason: str
-    ) -> None:
-        """The card becomes a plain refusal; nothing was queued and no API call was made."""
-        embed = render.rejected_card_embed(prompt, user_id, reason)
-        try:
-            await card.edit(embed=embed, allowed_mentions=render.NO_MENTIONS)
-        except discord.HTTPException as exc:
-            log.info("card %s: could not show the refusal (%s)", card.id, exc.status)
-
-    async def _start(
-        self,
-        interaction: Interaction,
-        card: discord.PartialMessage,
-        parameters: GenerationParameters,
-        image: discord.Attachment,
-    ) -> Generation:
-        """After the card is up: the checks that need the bytes, the thread, then the queue."""
-        reference = await self._prepare_reference(image)
-        if len(reference.data) > interaction.filesize_limit:
-            reference = await self.bot.images.run(
-                fit_reference, reference, limit=interaction.filesize_limit
-            )
-        thread_id = await self._results_thread(interaction, card, parameters.prompt)
-        reference_url = await self._rehost(card, reference, parameters.prompt, interaction.user.id)
-        new = NewGeneration(
-            parameters=parameters,
-            kind=GenerationKind.IMAGINE,
-            model=self.bot.settings.aimlapi_model,
-            user_id=interaction.user.id,
-            guild_id=interaction.guild_id,
-            channel_id=card.channel.id,
-            thread_id=thread_id,
-            card_channel_id=card.channel.id,
-            card_message_id=card.id,
-            reference_url=reference_url,
-            upload_limit=interaction.filesize_limit,
-        )
-        return (await self.bot.generations.submit(new)).generation
-
-    async def _apply_policy(
-        self, interaction: Interaction, parameters: GenerationParameters
-    ) -> GenerationParameters:
-        """The guild's blocked terms, and the safety checker: on unless allowed off right here."""
-        guild_id = interaction.guild_id
-        settings = await self.bot.store.guild_settings.get(guild_id) if guild_id else None
-        check_prompt(parameters.prompt, settings)
-        checker = safety_checker_enabled(settings, channel_nsfw=render.is_nsfw(interaction.channel))
-        return parameters.model_copy(update={"safety_checker": checker})
-
-    def _card(self, interaction: Interaction, card_id: int) -> discord.PartialMessage:
-        """The card as a message we edit with the bot token, not the 15-minute interaction one."""
-        channel_id = interaction.channel_id or 0
-        messageable = self.bot.get_partial_messageable(channel_id, guild_id=interaction.guild_id)
-        return messageable.get_partial_message(card_id)
-
-    async def _prepare_reference(self, image: discord.Attachment) -> PreparedImage:
-        try:
-            data = await image.read()
-        except discord.HTTPException as exc:
-            log.info("attachment %s: download failed (%s)", image.id, exc.status)
-            raise ImageRejected(
-                "I couldn't download your image. Attach it again.", reason="download_failed"
-            ) from None
-        return await self.bot.images.run(
-            normalise_reference, data, max_megapixels=self.bot.settings.max_input_megapixels
-        )
-
-    async def _rehost(
-        self, card: discord.PartialMessage, reference: PreparedImage, prompt: str, user_id: int
-    ) -> str:
-        """Put the normalised reference on the card: its URL can be refreshed for months."""
-        embed = render.pending_card_embed(prompt, user_id, status="⏳ Queued")
-        with uploads([(reference.data, reference.filename, False)]) as files:
-            edited = await card.edit(
-                embed=embed, attachments=files, allowed_mentions=render.NO_MENTIONS
-            )
-        self.bot.generations.cards.note_edited(card.id)
-        return edited.attachments[0].url
-
-    async def _results_thread(
-        self, interaction: Interaction, card: discord.PartialMessage, prompt: str
-    ) -> int | None:
-        """A new thread on the card where Discord allows one; None means reply in the channel."""
-        channel = interaction.channel
-        if isinstance(channel, discord.Thread):
-            return channel.id
-        permissions = interaction.app_permissions
-        if not (
-            isinstance(channel, THREADABLE)
-            and permissions.create_public_threads
-            and permissions.send_messages_in_threads
-        ):
-            return None
-        try:
-            thread = await channel.get_partial_message(card.id).create_thread(
-                name=render.thread_name(prompt), auto_archive_duration=1440
-            )
-        except discord.HTTPException as exc:
-            log.info(
-                "card %s: no thread (%s %s), replying in channel", card.id, exc.status, exc.code
-            )
-            return None
-        return thread.id
-
-
-def fit_reference(reference: PreparedImage, *, limit: int) -> PreparedImage:
-    """The reference re-encoded to fit the channel's upload limit, so it can live on the card."""
-    fitted = fit_for_upload(reference.data, limit=limit, stem="reference")
-    return PreparedImage(
-        data=fitted.data,
-        width=fitted.width,
-        height=fitted.height,
-        content_type=fitted.content_type,
-        filename=fitted.filename,
-    )
+        await self.intake.answer_with_card(interaction, parameters, image)
 
 
 async def setup(bot: FluxBot) -> None:

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.costs import MAX_USD, parse_prices
-from services.model_registry import DEFAULT_MODEL, REGISTRY
+from services.model_registry import (
+    DEFAULT_EDIT_MODEL,
+    DEFAULT_MODEL,
+    DEFAULT_UPSCALE_MODEL,
+    REGISTRY,
+    ModelKind,
+    models_of_kind,
+)
+from services.parameters import STRENGTH
 
 #: Where an operator gets each required secret; shown when one is missing.
 WHERE_TO_GET = {
@@ -27,7 +43,13 @@ class Settings(BaseSettings):
     discord_token: SecretStr = Field(min_length=1)
     aimlapi_key: SecretStr = Field(min_length=1)
     aimlapi_base_url: AnyHttpUrl = AnyHttpUrl("https://api.aimlapi.com")
+    #: The models guilds may use (a comma list in the environment); empty = every known one.
+    #: Read before the three below, which must each be one of them.
+    enabled_models: Annotated[tuple[str, ...], NoDecode] = ()
+    #: The model per kind of work: /imagine and variations, instruction edits, upscales.
     aimlapi_model: str = DEFAULT_MODEL
+    edit_model: str = DEFAULT_EDIT_MODEL
+    upscale_model: str = DEFAULT_UPSCALE_MODEL
     database_url: str = "sqlite:///data/fluxbot.sqlite3"
     dev_guild_id: int | None = None
     max_concurrent_jobs: int = Field(default=4, ge=1, le=64)
@@ -40,6 +62,9 @@ class Settings(BaseSettings):
     #: Generations per member / per guild each UTC day; 0 = unlimited.
     user_daily_limit: int = Field(default=0, ge=0)
     guild_daily_limit: int = Field(default=0, ge=0)
+    #: Strength of Vary (subtle) and Vary (strong) on a result image (DESIGN §8).
+    vary_subtle_strength: float = Field(default=0.35, ge=STRENGTH.minimum, le=STRENGTH.maximum)
+    vary_strong_strength: float = Field(default=0.7, ge=STRENGTH.minimum, le=STRENGTH.maximum)
     #: USD the whole bot may spend per UTC day; empty = no limit (DESIGN §10).
     bot_daily_budget_usd: Decimal | None = Field(default=None, ge=0, le=MAX_USD)
     #: ``model=price,...``: USD per image (up to 1 MP) instead of the registry's estimate.
@@ -55,11 +80,35 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("aimlapi_model")
+    @field_validator("enabled_models", mode="before")
     @classmethod
-    def _known_model(cls, value: str) -> str:
-        if value not in REGISTRY:
-            raise ValueError(f"must be one of the models fluxbot knows: {', '.join(REGISTRY)}")
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("enabled_models")
+    @classmethod
+    def _known_models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in REGISTRY]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a model "
+                f"fluxbot knows; known: {', '.join(REGISTRY)}"
+            )
+        return tuple(dict.fromkeys(value)) or tuple(REGISTRY)
+
+    @field_validator("aimlapi_model", "edit_model", "upscale_model")
+    @classmethod
+    def _model_for_its_kind(cls, value: str, info: ValidationInfo) -> str:
+        kind = _KIND_OF_SETTING[info.field_name or ""]
+        fitting = models_of_kind(kind)
+        if value not in fitting:
+            known = ", ".join(fitting)
+            raise ValueError(f"must be one of the {kind} models fluxbot knows: {known}")
+        enabled = info.data.get("enabled_models")
+        if enabled is not None and value not in enabled:
+            raise ValueError(f"{value} is not in ENABLED_MODELS; add it there or pick another")
         return value
 
     @field_validator("model_prices_usd")
@@ -81,8 +130,24 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def model_for(self) -> dict[ModelKind, str]:
+        """The model each kind of work runs on."""
+        return {
+            ModelKind.IMG2IMG: self.aimlapi_model,
+            ModelKind.EDIT: self.edit_model,
+            ModelKind.UPSCALE: self.upscale_model,
+        }
+
+    @property
     def api_base(self) -> str:
         return str(self.aimlapi_base_url).rstrip("/")
+
+
+_KIND_OF_SETTING = {
+    "aimlapi_model": ModelKind.IMG2IMG,
+    "edit_model": ModelKind.EDIT,
+    "upscale_model": ModelKind.UPSCALE,
+}
 
 
 class SettingsError(Exception):
@@ -105,7 +170,8 @@ def describe_problems(exc: ValidationError) -> str:
             hint = WHERE_TO_GET.get(name, "see .env.example")
             lines.append(f"  - {name} is missing. Get it at {hint}")
         else:
-            lines.append(f"  - {name}: {error['msg']}")
+            message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+            lines.append(f"  - {name}: {message}")
     lines.append(
         "Put them in .env in the folder you start the bot from (copy .env.example), "
         "or in the environment."

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.aimlapi import ApiAttempt
 from services.clock import discord_relative, utc_now
 from services.jobs import QueueRefused
-from services.model_registry import REGISTRY
+from services.model_registry import REGISTRY, ModelKind
 from services.store import Budgets, Generation, NewApiAttempt, Store
 
 NANOS_PER_USD = 10**9
@@ -58,7 +58,7 @@ def parse_usd(text: str) -> Decimal:
 
 
 def parse_prices(text: str) -> dict[str, Decimal]:
-    """``MODEL_PRICES_USD``: ``model=0.025,other=0.05`` (USD per image up to 1 megapixel)."""
+    """``MODEL_PRICES_USD``: ``model=0.025,other=0.05`` (USD per image, per call for upscales)."""
     prices: dict[str, Decimal] = {}
     for item in text.split(","):
         if not item.strip():
@@ -74,11 +74,14 @@ def parse_prices(text: str) -> dict[str, Decimal]:
 
 
 class PriceList:
-    """Estimates per model: its price per image (registry, or the operator's override) times
-    the images asked for, times the megapixels a reference may have (cost grows with size)."""
+    """Estimates per model: its price per image (the registry's ``usd_per_image``, or the
+    operator's override) times the images asked for (one call for an upscale), times the
+    megapixels a reference may have, at least 1 (cost grows with size; an upscale's does not)."""
 
     def __init__(self, overrides: Mapping[str, Decimal] | None = None, *, megapixels: float = 1.0):
-        self._prices = {model: entry.price_usd for model, entry in REGISTRY.items()}
+        self._prices = {
+            model: Decimal(str(entry.usd_per_image)) for model, entry in REGISTRY.items()
+        }
         self._prices.update(overrides or {})
         self._size_factor = Decimal(str(max(1.0, megapixels)))
 
@@ -87,6 +90,8 @@ class PriceList:
 
     def estimate(self, model: str, count: int) -> int:
         """Nano-dollars a job of ``count`` images on ``model`` is expected to cost at most."""
+        if REGISTRY[model].kind is ModelKind.UPSCALE:
+            return usd_to_nanos(self.per_image(model))
         return usd_to_nanos(self.per_image(model) * count * self._size_factor)
 
 

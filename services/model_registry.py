@@ -1,29 +1,44 @@
 """The models fluxbot can call, one entry each: all the rest of the bot knows of a model.
 
-An entry says what kind of work the model does and how to turn our parameters into its request
-body. The API client only carries bodies; nothing outside this module branches on a model id, so
-adding a model is one entry (with its body type) plus its tests.
+An entry (:class:`ModelEntry`) says what kind of work the model does, how to turn our parameters
+into its request body, what it refuses and what a call costs. The API client only carries bodies;
+nothing outside the registry branches on a model id. The entries live in ``services/models/``,
+one module per model family (:mod:`services.models.entry` says what an entry is), so adding a
+model is one module with its body type and entry, listed in :data:`ENTRIES` here, plus its tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from decimal import Decimal
-from enum import StrEnum
-from typing import Any
+from services.models.dreamina import DREAMINA_UPSCALE, DREAMINA_UPSCALE_ENTRY
+from services.models.entry import (
+    BodyInput,
+    ModelEntry,
+    ModelKind,
+    ReferenceInfo,
+    ReferenceNotMeasured,
+    RequestBody,
+)
+from services.models.flux2_edit import FLUX2_EDIT, FLUX2_EDIT_ENTRY
+from services.models.flux_dev import DEFAULT_MODEL, FLUX_DEV, FluxImageToImageBody
+from services.models.geometry import ASPECT_RATIOS, nearest_aspect_ratio
+from services.models.kontext import (
+    KONTEXT_MAX,
+    KONTEXT_MAX_ENTRY,
+    KONTEXT_PRO,
+    KONTEXT_PRO_ENTRY,
+)
 
-from pydantic import BaseModel, ConfigDict
+DEFAULT_EDIT_MODEL = KONTEXT_PRO
+DEFAULT_UPSCALE_MODEL = DREAMINA_UPSCALE
 
-from services.parameters import GenerationParameters
-
-DEFAULT_MODEL = "flux/dev/image-to-image"
-
-
-class ModelKind(StrEnum):
-    IMG2IMG = "img2img"
-    EDIT = "edit"
-    UPSCALE = "upscale"
+ENTRIES: tuple[ModelEntry, ...] = (
+    FLUX_DEV,
+    KONTEXT_PRO_ENTRY,
+    KONTEXT_MAX_ENTRY,
+    FLUX2_EDIT_ENTRY,
+    DREAMINA_UPSCALE_ENTRY,
+)
+REGISTRY: dict[str, ModelEntry] = {entry.id: entry for entry in ENTRIES}
 
 
 class UnknownModel(LookupError):
@@ -32,69 +47,37 @@ class UnknownModel(LookupError):
         self.model_id = model_id
 
 
-class _Body(BaseModel):
-    """A request body; ``extra="forbid"`` makes a typo fail in our tests, not at the API."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class FluxImageToImageBody(_Body):
-    """``flux/dev/image-to-image`` (DESIGN §4): steps always sent, as the API's default is 50."""
-
-    model: str
-    prompt: str
-    image_url: str
-    strength: float
-    guidance_scale: float
-    num_inference_steps: int
-    num_images: int
-    seed: int | None = None
-    enable_safety_checker: bool
-
-
-def _flux_image_to_image(model_id: str, parameters: GenerationParameters, image_url: str) -> _Body:
-    return FluxImageToImageBody(
-        model=model_id,
-        prompt=parameters.prompt,
-        image_url=image_url,
-        strength=parameters.strength,
-        guidance_scale=parameters.guidance,
-        num_inference_steps=parameters.steps,
-        num_images=parameters.count,
-        seed=parameters.seed,
-        enable_safety_checker=parameters.safety_checker,
-    )
-
-
-BodyBuilder = Callable[[str, GenerationParameters, str], _Body]
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    id: str
-    kind: ModelKind
-    build: BodyBuilder
-    #: Our estimate of one output image at up to 1 megapixel, in USD; admission reserves it
-    #: against budgets until the API reports the real cost (``MODEL_PRICES_USD`` overrides it).
-    price_usd: Decimal
-
-    def request_body(self, parameters: GenerationParameters, image_url: str) -> dict[str, Any]:
-        """The JSON body for one call; fields we leave empty are left out for the API's default."""
-        return self.build(self.id, parameters, image_url).model_dump(exclude_none=True)
-
-
-REGISTRY: dict[str, ModelEntry] = {
-    entry.id: entry
-    for entry in (
-        ModelEntry(
-            DEFAULT_MODEL, ModelKind.IMG2IMG, _flux_image_to_image, price_usd=Decimal("0.025")
-        ),
-    )
-}
-
-
 def model_entry(model_id: str) -> ModelEntry:
     try:
         return REGISTRY[model_id]
     except KeyError:
         raise UnknownModel(model_id) from None
+
+
+def models_of_kind(kind: ModelKind) -> tuple[str, ...]:
+    return tuple(entry.id for entry in ENTRIES if entry.kind is kind)
+
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "DEFAULT_EDIT_MODEL",
+    "DEFAULT_MODEL",
+    "DEFAULT_UPSCALE_MODEL",
+    "DREAMINA_UPSCALE",
+    "ENTRIES",
+    "FLUX2_EDIT",
+    "KONTEXT_MAX",
+    "KONTEXT_PRO",
+    "REGISTRY",
+    "BodyInput",
+    "FluxImageToImageBody",
+    "ModelEntry",
+    "ModelKind",
+    "ReferenceInfo",
+    "ReferenceNotMeasured",
+    "RequestBody",
+    "UnknownModel",
+    "model_entry",
+    "models_of_kind",
+    "nearest_aspect_ratio",
+]

@@ -1,9 +1,10 @@
 """Generation parameters, defined once.
 
-Each knob a member can turn is one :class:`NumberSpec` (or the :data:`PROMPT` text spec): its name,
-label, range, default and help text. The slash command's ``Range``s and descriptions, the Remix
-modal's labels, the validation messages and the pydantic model below are all derived from these,
-so changing a range or a default is one edit. The API's field names are not here: each model's
+Each knob a member can turn is one spec (:class:`NumberSpec`, :class:`ChoiceSpec`,
+:class:`FlagSpec`, or the :data:`PROMPT` text spec): its name, label, range or choices, default
+and help text. The slash command's ``Range``s and descriptions, the Remix modal's labels, the
+validation messages and the pydantic model below are all derived from these, so changing a range
+or a default is one edit. The API's field names are not here: each model's
 request builder (``services.model_registry``) maps these parameters onto its own body.
 """
 
@@ -11,9 +12,16 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from services.errors import UserFacingError
 
@@ -73,6 +81,50 @@ class NumberSpec:
         return Field(default=self.default, ge=self.minimum, le=self.maximum, title=self.label)
 
 
+@dataclass(frozen=True)
+class ChoiceSpec:
+    """A knob with a fixed set of values, offered as slash-command choices."""
+
+    name: str
+    label: str
+    help: str
+    choices: tuple[str, ...]
+    default: str
+
+    @property
+    def description(self) -> str:
+        return f"{self.help} ({self.default})"
+
+    @property
+    def choices_text(self) -> str:
+        return ", ".join(self.choices)
+
+    def check(self, value: str) -> str:
+        if value not in self.choices:
+            raise ValueError(f"must be one of {self.choices_text}")
+        return value
+
+    def field(self) -> Any:
+        return Field(default=self.default, title=self.label)
+
+
+@dataclass(frozen=True)
+class FlagSpec:
+    """An on/off knob."""
+
+    name: str
+    label: str
+    help: str
+    default: bool
+
+    @property
+    def description(self) -> str:
+        return f"{self.help} ({'on' if self.default else 'off'})"
+
+    def field(self) -> Any:
+        return Field(default=self.default, title=self.label)
+
+
 PROMPT = TextSpec("prompt", "Prompt", "What the new image should show", 1, 4000)
 STRENGTH = NumberSpec(
     "strength",
@@ -98,11 +150,30 @@ GUIDANCE = NumberSpec(
     "guidance", "Guidance", "How closely to follow the prompt", float, 1.0, 20.0, 3.5
 )
 COUNT = NumberSpec("count", "Count", "How many images to make", int, 1, 4, 1)
+#: Upscaling only: the API's ``scale`` (0 keeps the picture, 100 invents the most).
+DETAIL = NumberSpec("detail", "Detail", "How much new detail upscaling may invent", int, 0, 100, 50)
+#: Editing models: "source" means the nearest ratio to the (first) reference picture.
+ASPECT_RATIO = ChoiceSpec(
+    "aspect_ratio",
+    "Aspect ratio",
+    "Shape of the result; source keeps your picture's",
+    ("source", "21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"),
+    "source",
+)
+RESOLUTION = ChoiceSpec(
+    "resolution", "Resolution", "Size of the upscaled image", ("2k", "4k"), "2k"
+)
+#: FLUX.2 edit rewrites the prompt with more detail when asked; off unless a member asks.
+PROMPT_EXPANSION = FlagSpec(
+    "prompt_expansion", "Prompt expansion", "Let the model add detail to your prompt", False
+)
 
 #: Every numeric knob, in the order members see them.
-NUMBERS: tuple[NumberSpec, ...] = (STRENGTH, SEED, STEPS, GUIDANCE, COUNT)
-_ALL: tuple[TextSpec | NumberSpec, ...] = (PROMPT, *NUMBERS)
-SPECS: dict[str, TextSpec | NumberSpec] = {spec.name: spec for spec in _ALL}
+NUMBERS: tuple[NumberSpec, ...] = (STRENGTH, SEED, STEPS, GUIDANCE, COUNT, DETAIL)
+CHOICES: tuple[ChoiceSpec, ...] = (ASPECT_RATIO, RESOLUTION)
+Spec = TextSpec | NumberSpec | ChoiceSpec | FlagSpec
+_ALL: tuple[Spec, ...] = (PROMPT, *NUMBERS, *CHOICES, PROMPT_EXPANSION)
+SPECS: dict[str, Spec] = {spec.name: spec for spec in _ALL}
 PROMPT_MAX = PROMPT.max_length
 
 
@@ -127,6 +198,11 @@ class GenerationParameters(BaseModel):
     steps: int = STEPS.field()
     guidance: float = GUIDANCE.field()
     count: int = COUNT.field()
+    # Knobs some models only read; their defaults keep JSON stored before they existed valid.
+    aspect_ratio: Annotated[str, AfterValidator(ASPECT_RATIO.check)] = ASPECT_RATIO.field()
+    resolution: Annotated[str, AfterValidator(RESOLUTION.check)] = RESOLUTION.field()
+    detail: int = DETAIL.field()
+    prompt_expansion: bool = PROMPT_EXPANSION.field()
     #: Not a member's choice: the guild policy and the channel decide (services.safety).
     safety_checker: bool = True
 
@@ -154,6 +230,10 @@ def describe_invalid(exc: ValidationError) -> str:
             return f"{label} must be a whole number."
         case "float_parsing" | "float_type":
             return f"{label} must be a number."
+        case "value_error" if isinstance(spec, ChoiceSpec):
+            return f"{label} must be one of {spec.choices_text}."
+        case "bool_parsing" | "bool_type":
+            return f"{label} must be on or off."
         case _:
             return f"{label} is not valid: {error['msg']}."
 

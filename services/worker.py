@@ -11,6 +11,8 @@ from typing import Protocol
 from services.aimlapi import (
     AimlApiClient,
     ApiAttempt,
+    DownloadError,
+    GeneratedImage,
     GenerationResult,
     OutOfCreditsError,
     RateLimitedError,
@@ -19,7 +21,7 @@ from services.clock import utc_now
 from services.costs import attempt_record, client_request_id
 from services.errors import UserFacingError
 from services.jobs import Job, RateLimited, Requeue
-from services.model_registry import model_entry
+from services.model_registry import ReferenceInfo, model_entry
 from services.store import Generation, Store
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,14 @@ class ReferenceUnavailable(UserFacingError):
     default_user_message = (
         "The original image for this generation is gone (its message was deleted), "
         "so it can't be remixed. Start again with /imagine."
+    )
+
+
+class ReferenceUnreadable(UserFacingError):
+    """The reference could not be fetched or read to measure it (a model needs its size)."""
+
+    default_user_message = (
+        "I couldn't read the picture this image starts from. Press Reroll to try again."
     )
 
 
@@ -101,7 +111,11 @@ class GenerationWorker:
         self._show_on_card(generation)
         try:
             image_url = await publisher.fresh_reference_url(generation)
-            body = model_entry(generation.model).request_body(generation.parameters, image_url)
+            entry = model_entry(generation.model)
+            reference = None
+            if entry.needs_reference(generation.parameters):
+                reference = await self._measure_reference(image_url)
+            body = entry.request_body(generation.parameters, [image_url], reference=reference)
             # 429s are the queue's business: it slows down as a whole (DESIGN §7).
             result = await self._api.generate(
                 body,
@@ -152,6 +166,17 @@ class GenerationWorker:
     async def _record(self, generation: Generation, attempt: ApiAttempt) -> None:
         """Each attempt's ids and cost, stored with the job as the API answers (DESIGN §10)."""
         await self._store.api_attempts.record(attempt_record(generation, attempt))
+
+    async def _measure_reference(self, url: str) -> ReferenceInfo:
+        """Its size and file, for models whose body or limits depend on them."""
+        try:
+            data = await self._api.download(GeneratedImage(url=url), max_bytes=MAX_RESULT_BYTES)
+        except DownloadError as exc:
+            raise ReferenceUnreadable(detail=f"reference download failed: {exc}") from None
+        measured = ReferenceInfo.measure(data)
+        if measured is None:
+            raise ReferenceUnreadable(detail="reference header unreadable")
+        return measured
 
     async def _rate_limited(
         self, publisher: Publisher, generation: Generation, exc: RateLimitedError

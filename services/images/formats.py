@@ -118,6 +118,15 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """A picture's dimensions as its header states them, without decoding; None if unreadable.
+
+    Enough to shape a request (an aspect ratio); checks that guard decoding use Pillow too.
+    """
+    kind = sniff_image_type(data)
+    return None if kind is None else _header_size(data, kind)
+
+
 def _declared_type(content_type: str | None, filename: str) -> str | None:
     """Normalised declared type; Discord omits it sometimes, so fall back to the extension."""
     if content_type:

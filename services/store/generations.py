@@ -249,6 +249,41 @@ class GenerationRepository:
         async with self._engine.connect() as conn:
             return _record_or_none((await conn.execute(query)).first())
 
+    async def mark_deleted(
+        self, generation_id: int, *, deleted_by: int, deleted_at: datetime | None = None
+    ) -> Generation | None:
+        """A member deleted the result; ``None`` if it was already marked (or is unknown)."""
+        statement = (
+            update(generations)
+            .where(generations.c.id == generation_id, generations.c.deleted_at.is_(None))
+            .values(deleted_at=self._now(deleted_at), deleted_by=deleted_by)
+            .returning(*generations.c)
+        )
+        async with self._write() as conn:
+            return _record_or_none((await conn.execute(statement)).first())
+
+    async def history(self, user_id: int, *, offset: int, limit: int) -> list[Generation]:
+        """A member's generations, newest first, without deleted ones (``/history``)."""
+        query = (
+            select(generations)
+            .where(generations.c.user_id == user_id, generations.c.deleted_at.is_(None))
+            .order_by(generations.c.created_at.desc(), generations.c.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            return [_record(row) for row in (await conn.execute(query)).all()]
+
+    async def count_history(self, user_id: int) -> int:
+        """How many generations :meth:`history` can page through."""
+        query = (
+            select(func.count())
+            .select_from(generations)
+            .where(generations.c.user_id == user_id, generations.c.deleted_at.is_(None))
+        )
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
     async def _update(
         self,
         generation_id: int,

@@ -20,6 +20,12 @@ class GenerationKind(StrEnum):
     IMAGINE = "imagine"
     REROLL = "reroll"
     REMIX = "remix"
+    #: A result image varied (Vary subtle/strong): its prompt, a new seed, a set strength.
+    VARY = "vary"
+    #: A result image used as the next input (Use as input: the Remix form).
+    USE = "use"
+    #: "Remix with fluxbot" on a message: like /imagine, the picture taken from that message.
+    MESSAGE = "message"
 
 
 class GenerationStatus(StrEnum):
@@ -57,6 +63,10 @@ class NewGeneration(BaseModel):
     #: The channel's upload limit as the interaction reported it (discord.py's guild cache only
     #: knows boost tiers), so results are fitted to what Discord will actually accept.
     upload_limit: int | None = Field(default=None, ge=1)
+    #: The result image this job starts from (its generation, its index from 0); ``None`` when
+    #: the reference is a member's picture re-hosted on the job card.
+    source_id: int | None = None
+    source_image: int | None = Field(default=None, ge=0)
     #: What the job is expected to cost, in nano-dollars; set by ``GenerationService.submit``.
     estimate_usd_nanos: int | None = Field(default=None, ge=0)
 
@@ -90,12 +100,28 @@ class Generation(BaseModel):
     nsfw_withheld: int = 0
     cancelled_by: int | None = None
     upload_limit: int | None = None
+    source_id: int | None = None
+    source_image: int | None = None
+    deleted_at: AwareDatetime | None = None
+    deleted_by: int | None = None
     estimate_usd_nanos: int | None = None
 
     def follow_up(
-        self, *, kind: GenerationKind, user_id: int, parameters: GenerationParameters
+        self,
+        *,
+        kind: GenerationKind,
+        user_id: int,
+        parameters: GenerationParameters,
+        image: int | None = None,
     ) -> NewGeneration:
-        """A reroll or remix: same place, card, reference and model; new settings and asker."""
+        """A reroll or remix: same place, card, reference and model; new settings and asker.
+
+        With ``image`` the reference becomes that image of this generation's result (Vary, Use
+        as input); without it the reference stays what it was.
+        """
+        source_id, source_image = (
+            (self.source_id, self.source_image) if image is None else (self.id, image)
+        )
         return NewGeneration(
             parameters=parameters,
             kind=kind,
@@ -109,6 +135,8 @@ class Generation(BaseModel):
             model=self.model,
             reference_url=self.reference_url,
             upload_limit=self.upload_limit,
+            source_id=source_id,
+            source_image=source_image,
         )
 
 

@@ -56,7 +56,14 @@ generations = Table(
     Column("nsfw_withheld", Integer, nullable=False, server_default="0"),
     Column("cancelled_by", BigInteger),
     Column("upload_limit", BigInteger),
-    # What the job is expected to cost while it is not settled (admission counts it; v0005).
+    # The result image this job's reference is (v0005): generation and index from 0; NULL
+    # means the member's upload on the job card.
+    Column("source_id", Id),  # no foreign key: see the migration
+    Column("source_image", Integer),
+    # Set when a member deleted the result (Delete button); /history leaves it out.
+    Column("deleted_at", UTCDateTime),
+    Column("deleted_by", BigInteger),
+    # What the job is expected to cost while it is not settled (admission counts it; v0006).
     Column("estimate_usd_nanos", BigInteger),
     Index("ix_generations_user_created", "user_id", "created_at"),
     Index("ix_generations_guild_created", "guild_id", "created_at"),
@@ -83,7 +90,7 @@ guild_settings = Table(
     Column("updated_at", UTCDateTime),
 )
 
-#: One row per HTTP attempt at the API: what it cost, and the ids that trace it (v0005).
+#: One row per HTTP attempt at the API: what it cost, and the ids that trace it (v0006).
 api_attempts = Table(
     "api_attempts",
     metadata,
@@ -112,7 +119,7 @@ api_attempts = Table(
 )
 
 #: Daily budgets a guild's admins set: ``user_id`` 0 is the guild's own row (its total and each
-#: member's default); another ``user_id`` is that member's own budget (v0005).
+#: member's default); another ``user_id`` is that member's own budget (v0006).
 budgets = Table(
     "budgets",
     metadata,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cogs import _render as render
+from cogs.history import history_embed
 from services.aimlapi import GeneratedImage, GenerationResult
 from services.model_registry import DEFAULT_MODEL
 from services.parameters import PROMPT_MAX, SEED_MAX, GenerationParameters, describe_invalid
@@ -95,9 +96,26 @@ def test_every_embed_fits_for_any_prompt(prompt: str, status: GenerationStatus, 
         seed=SEED_MAX,
         inference_seconds=1e9,
     )
+    varied = stored.model_copy(
+        update={
+            "kind": GenerationKind.VARY,
+            "parent_id": 2**53,
+            "source_id": 2**53,
+            "source_image": 3,
+            "thread_id": 2**63 - 1,
+            "card_channel_id": 2**63 - 1,
+            "card_message_id": 2**63 - 1,
+            "result_message_ids": (2**63 - 1,),
+            "cancelled_by": 2**63 - 1,
+        }
+    )
     for embed in (
         render.card_embed(stored, ahead=10**6),
         render.result_embed(stored, result, image_filename="fluxbot-1-1.png"),
+        render.result_embed(varied, result, image_filename=None, source=varied),
+        render.info_embed(stored, None),
+        render.info_embed(varied, varied),
+        history_embed([stored, varied] * 5, page=10**5, total=10**7),
         render.pending_card_embed(prompt, stored.user_id),
         render.rejected_card_embed(prompt, stored.user_id, error or "x"),
     ):

@@ -49,7 +49,7 @@ def reference(api: FakeAimlApi) -> str:
 
 def ask(image_url: str, **params: Any) -> dict[str, Any]:
     params.setdefault("prompt", "a red fox, watercolour")
-    return model_entry(DEFAULT_MODEL).request_body(GenerationParameters(**params), image_url)
+    return model_entry(DEFAULT_MODEL).request_body(GenerationParameters(**params), [image_url])
 
 
 async def test_different_seeds_give_different_images(client: AimlApiClient, reference: str) -> None:

@@ -266,6 +266,46 @@ async def test_button_and_modal_round_trip(world: World) -> None:
         await fake.click(world.channel_id, message.id, "nope", user_id=world.user_id)
 
 
+async def test_member_messages_selects_and_who_may_delete_what(world: World) -> None:
+    fake = world.fake
+    posted = fake.post_message(
+        world.channel_id,
+        world.user_id,
+        "look",
+        files=[("cat.png", png())],
+        embeds=[fake.image_embed(png(4, 4))],
+    )
+    assert posted["author"]["id"] == str(world.user_id)
+    assert posted["attachments"][0]["content_type"] == "image/png"
+    thumbnail = posted["embeds"][0]["thumbnail"]
+    async with aiohttp.ClientSession() as session, session.get(thumbnail["proxy_url"]) as resp:
+        assert resp.status == 200 and await resp.read() == png(4, 4)
+    channel = world.bot.get_channel(world.channel_id)
+    assert isinstance(channel, discord.TextChannel)
+    with pytest.raises(discord.Forbidden) as refused:
+        await channel.get_partial_message(int(posted["id"])).delete()
+    assert refused.value.code == 50013  # someone else's message needs Manage Messages
+    fake.set_bot_permissions(
+        world.channel_id, rules.DEFAULT_BOT_PERMISSIONS | rules.MANAGE_MESSAGES
+    )
+    await channel.get_partial_message(int(posted["id"])).delete()
+    assert fake.messages(world.channel_id) == []
+
+    view = discord.ui.View(timeout=None)
+    view.add_item(
+        discord.ui.Select(custom_id="test:pick", options=[discord.SelectOption(label="a")])
+    )
+    menu = await channel.send("pick one", view=view)
+    with pytest.raises(AssertionError, match="not among the options"):
+        await fake.choose(world.channel_id, menu.id, "test:pick", ["b"], user_id=world.user_id)
+    chosen = await fake.choose(world.channel_id, menu.id, "test:pick", ["a"], user_id=world.user_id)
+    assert chosen.payload["data"] == {
+        "custom_id": "test:pick",
+        "component_type": 3,
+        "values": ["a"],
+    }
+
+
 async def test_limits_and_permissions_are_enforced(world: World) -> None:
     fake = world.fake
     guild = world.bot.get_guild(world.guild_id)

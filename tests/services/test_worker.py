@@ -1,4 +1,5 @@
-"""GenerationWorker and 429s: a busy API sends the job back to the queue until it is too old."""
+"""GenerationWorker: a busy API sends the job back to the queue until it is too old; each job
+is sent as its own model's body, refused in words before any call when the model can't take it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,19 @@ from typing import Any
 
 import pytest
 
-from services.aimlapi import RateLimitedError
+from services.aimlapi import GeneratedImage, GenerationResult, RateLimitedError
 from services.jobs import Job, RateLimited
+from services.model_registry import (
+    DREAMINA_UPSCALE,
+    FLUX2_EDIT,
+    KONTEXT_PRO,
+    REGISTRY,
+    ReferenceInfo,
+    model_entry,
+)
 from services.store import Generation, GenerationStatus, Store
-from services.worker import BUSY_TOO_LONG, GenerationWorker
+from services.worker import BUSY_TOO_LONG, GenerationWorker, ReferenceUnreadable
+from tests import images
 from tests.services.store.records import new
 
 T0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
@@ -58,14 +68,14 @@ async def queued(store: Store) -> Generation:
 
 def worker(
     store: Store,
-    api: BusyApi,
+    api: Any,
     publisher: Publisher,
     now: datetime,
     shown: list[Generation] | None = None,
 ) -> GenerationWorker:
     return GenerationWorker(
         store=store,
-        api=api,  # type: ignore[arg-type]
+        api=api,
         publisher=lambda: publisher,
         show_on_card=(shown if shown is not None else []).append,
         job_timeout_seconds=600,
@@ -104,3 +114,93 @@ async def test_a_429_after_job_timeout_fails_the_job_plainly(store: Store):
     assert stored is not None and stored.status == GenerationStatus.FAILED
     assert stored.error == BUSY_TOO_LONG
     assert publisher.failed == [(generation.id, BUSY_TOO_LONG)]
+
+
+# --------------------------------------------------------------------------- each job's own model
+
+
+class RecordingApi:
+    """Answers every generation with one image and keeps the bodies it was sent."""
+
+    def __init__(self, reference: bytes) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.downloads: list[str | None] = []
+        self.reference = reference
+
+    async def generate(self, body: dict[str, Any], **options: Any) -> GenerationResult:
+        self.bodies.append(body)
+        return GenerationResult(images=[GeneratedImage(url="https://cdn.example/result.png")])
+
+    async def download(self, image: GeneratedImage, *, max_bytes: int) -> bytes:
+        self.downloads.append(image.url)
+        return self.reference if image.url == REFERENCE_URL else images.png(8, 8)
+
+
+class Delivered(Publisher):
+    async def job_succeeded(self, *_: object) -> list[int]:
+        return [555]
+
+
+REFERENCE_URL = "https://cdn.discordapp.com/attachments/1/2/ref.png?ex=1&is=2&hm=3"
+
+
+@pytest.mark.parametrize("model", list(REGISTRY))
+async def test_the_worker_sends_the_body_of_the_generations_own_model(
+    store: Store, model: str
+) -> None:
+    reference = images.png(160, 90)
+    generation = await store.generations.create(
+        new(model=model, prompt="give the cat a hat", seed=3, count=1), created_at=T0
+    )
+    api = RecordingApi(reference)
+    await worker(store, api, Delivered(), T0)(Job(generation.id, user_id=1))
+
+    entry = model_entry(model)
+    measured = (
+        ReferenceInfo.measure(reference) if entry.needs_reference(generation.parameters) else None
+    )
+    assert api.bodies == [
+        entry.request_body(generation.parameters, [REFERENCE_URL], reference=measured)
+    ]
+    assert api.bodies[0]["model"] == model
+    # The reference is fetched (to measure it) only for models whose body or limits need it.
+    assert (REFERENCE_URL in api.downloads) is (measured is not None)
+    stored = await store.generations.get(generation.id)
+    assert stored is not None and stored.status == GenerationStatus.DONE
+
+
+async def test_an_edit_keeps_the_references_shape(store: Store) -> None:
+    generation = await store.generations.create(
+        new(model=KONTEXT_PRO, prompt="give the cat a hat"), created_at=T0
+    )
+    api = RecordingApi(images.png(90, 160))
+    await worker(store, api, Delivered(), T0)(Job(generation.id, user_id=1))
+    assert api.bodies[0]["aspect_ratio"] == "9:16"
+    assert "strength" not in api.bodies[0] and "num_inference_steps" not in api.bodies[0]
+
+
+async def test_what_the_model_refuses_fails_in_plain_words_without_a_call(store: Store) -> None:
+    generation = await store.generations.create(
+        new(model=FLUX2_EDIT, prompt="give the cat a hat", steps=2), created_at=T0
+    )
+    api, publisher = RecordingApi(images.png(64, 48)), Delivered()
+    await worker(store, api, publisher, T0)(Job(generation.id, user_id=1))
+
+    message = "FLUX.2 edit needs at least 4 steps; you chose 2."
+    assert api.bodies == []
+    assert publisher.failed == [(generation.id, message)]
+    stored = await store.generations.get(generation.id)
+    assert stored is not None and (stored.status, stored.error) == (
+        GenerationStatus.FAILED,
+        message,
+    )
+
+
+async def test_an_unreadable_reference_fails_plainly_without_a_call(store: Store) -> None:
+    generation = await store.generations.create(
+        new(model=DREAMINA_UPSCALE, prompt="sharper"), created_at=T0
+    )
+    api, publisher = RecordingApi(b"<html>gone</html>"), Delivered()
+    await worker(store, api, publisher, T0)(Job(generation.id, user_id=1))
+    assert api.bodies == []
+    assert publisher.failed == [(generation.id, ReferenceUnreadable.default_user_message)]

@@ -67,11 +67,14 @@ class CommandsMixin:
         self._notify()
         return self._json(stored)
 
-    def _find_command(self: FakeDiscord, name: str, guild_id: int | None) -> dict[str, Any]:
+    def _find_command(
+        self: FakeDiscord, name: str, guild_id: int | None, *, kind: int = 1
+    ) -> dict[str, Any]:
+        """A synced command the channel can see: a slash command (1), or a message menu (3)."""
         candidates = list(self.guild_commands.get(guild_id, [])) if guild_id else []
         candidates += self.commands
         for cmd in candidates:
-            if cmd["name"] == name and cmd["type"] == 1:
+            if cmd["name"] == name and cmd["type"] == kind:
                 if (
                     guild_id is None
                     and cmd.get("contexts") is not None
@@ -79,7 +82,8 @@ class CommandsMixin:
                 ):
                     continue
                 return cmd
-        raise AssertionError(f"no /{name} command is synced where this channel could see it")
+        what = f"/{name} command" if kind == 1 else f"{name!r} menu command"
+        raise AssertionError(f"no {what} is synced where this channel could see it")
 
 
 def check_commands(form: Form, commands: Any) -> None:

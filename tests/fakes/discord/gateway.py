@@ -82,7 +82,7 @@ class GatewayMixin:
         gid = self._guild_of(msg.channel_id)
         data = self._render(msg)
         if gid:
-            member = self._member_payload(gid, self.bot_id)
+            member = self._member_payload(gid, msg.author_id or self.bot_id)
             data.update(guild_id=str(gid), member={k: v for k, v in member.items() if k != "user"})
         self._dispatch(event, data, intent=GUILD_MESSAGES if gid else DIRECT_MESSAGES)
 

@@ -206,6 +206,61 @@ class InteractionsMixin:
         inter.source_message_id = message_id
         return self._send_interaction(inter)
 
+    async def choose(
+        self: FakeDiscord,
+        channel_id: int,
+        message_id: int,
+        custom_id: str,
+        values: list[str],
+        *,
+        user_id: int,
+    ) -> FakeInteraction:
+        """A user picks ``values`` in a string select menu on a message."""
+        msg = self._messages.get(message_id)
+        assert msg and not msg.deleted and msg.channel_id == channel_id, "no such message"
+        menus = [c for c in rules.walk_components(msg.components) if c.get("type") == 3]
+        menu = next((m for m in menus if m.get("custom_id") == custom_id), None)
+        found = [m.get("custom_id") for m in menus]
+        assert menu is not None, f"no select menu {custom_id!r} on that message (has {found})"
+        assert not menu.get("disabled"), f"select menu {custom_id!r} is disabled"
+        offered = [o["value"] for o in menu.get("options") or []]
+        assert set(values) <= set(offered), f"{values} are not among the options {offered}"
+        assert len(set(values)) == len(values), "an option can be picked once"
+        low, high = menu.get("min_values", 1), menu.get("max_values", 1)
+        assert low <= len(values) <= high, f"pick {low}–{high} options, not {len(values)}"
+        data = {"custom_id": custom_id, "component_type": 3, "values": values}
+        if "id" in menu:
+            data["id"] = menu["id"]
+        inter = self._interaction_base(3, channel_id, user_id, data)
+        inter.payload["message"] = self._render(msg)
+        inter.source_message_id = message_id
+        return self._send_interaction(inter)
+
+    async def invoke_message_command(
+        self: FakeDiscord, name: str, channel_id: int, message_id: int, *, user_id: int
+    ) -> FakeInteraction:
+        """A user runs a message context menu command (Apps -> ``name``) on a message."""
+        gid = self._guild_of(channel_id)
+        cmd = self._find_command(name, gid, kind=3)
+        if gid and cmd.get("default_member_permissions") is not None:
+            needed = int(cmd["default_member_permissions"])
+            assert self._member_permissions(gid, user_id) & needed == needed, (
+                "member cannot see the command"
+            )
+        msg = self._messages.get(message_id)
+        assert msg and not msg.deleted and not msg.ephemeral, "no such message"
+        assert msg.channel_id == channel_id, "the message is in another channel"
+        data: dict[str, Any] = {
+            "id": cmd["id"],
+            "name": name,
+            "type": 3,
+            "target_id": str(message_id),
+            "resolved": {"messages": {str(message_id): self._render(msg)}},
+        }
+        if gid and "guild_id" in cmd:
+            data["guild_id"] = cmd["guild_id"]
+        return self._send_interaction(self._interaction_base(2, channel_id, user_id, data))
+
     async def submit_modal(
         self: FakeDiscord,
         opened: FakeInteraction,

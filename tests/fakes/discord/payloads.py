@@ -144,7 +144,7 @@ class PayloadsMixin:
             "id": str(msg.id),
             "type": msg.type,
             "channel_id": str(msg.channel_id),
-            "author": self.bot_user.payload(),
+            "author": self.users[msg.author_id or self.bot_id].payload(),
             "content": msg.content,
             "timestamp": msg.timestamp,
             "edited_timestamp": msg.edited_timestamp,

@@ -117,8 +117,11 @@ class ResponsesMixin:
             metadata["name"] = inter.payload["data"]["name"]
         if inter.source_message_id:
             metadata["interacted_message_id"] = str(inter.source_message_id)
+        kind = 0  # DEFAULT: answers to components and modals
+        if inter.type == 2:  # CHAT_INPUT_COMMAND, or CONTEXT_MENU_COMMAND for a menu
+            kind = 20 if inter.payload["data"].get("type", 1) == 1 else 23
         return {
-            "type": 20 if inter.type == 2 else 0,
+            "type": kind,
             "webhook_id": str(self.application_id),
             "application_id": str(self.application_id),
             "interaction_metadata": metadata,

@@ -13,7 +13,7 @@ from aiohttp import web
 from tests.fakes.discord import rules
 from tests.fakes.discord.errors import ApiError, Form, missing_permissions
 from tests.fakes.discord.middleware import BODY, FILES
-from tests.fakes.discord.state import TextChannel
+from tests.fakes.discord.state import DMChannel, TextChannel
 
 if TYPE_CHECKING:
     from tests.fakes.discord.server import FakeDiscord
@@ -108,8 +108,15 @@ class RestMixin:
         return self._json(self._render(msg))
 
     async def _h_delete(self: FakeDiscord, request: web.Request) -> web.Response:
+        """A bot deletes its own messages freely; anyone else's needs Manage Messages."""
         cid = self._readable_channel(request)
-        self._delete(self._visible_message(cid, int(request.match_info["message_id"])))
+        msg = self._visible_message(cid, int(request.match_info["message_id"]))
+        if msg.author_id not in (None, self.bot_id):
+            if isinstance(self._channel(cid), DMChannel):
+                raise ApiError(403, 50003, "Cannot execute action on a DM channel")
+            if not self._bot_permissions(cid) & rules.MANAGE_MESSAGES:
+                raise missing_permissions()
+        self._delete(msg)
         return web.Response(status=204)
 
     # -- threads ---------------------------------------------------------------------------

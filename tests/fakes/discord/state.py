@@ -154,6 +154,8 @@ class Message(Record):
     channel_id: int
     timestamp: str
     ephemeral: bool
+    #: Who wrote it; ``None`` is the bot (everything the bot or an interaction sends).
+    author_id: int | None = None
     type: int = 0
     edited_timestamp: str | None = None
     content: str = ""

@@ -6,7 +6,7 @@ GUILD_CREATE / CHANNEL_CREATE / THREAD_CREATE, so a test may set up before or af
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tests.fakes.discord import rules
 from tests.fakes.discord.errors import ApiError
@@ -17,6 +17,7 @@ from tests.fakes.discord.state import (
     DMChannel,
     Guild,
     Member,
+    Message,
     Role,
     TextChannel,
     Thread,
@@ -176,6 +177,56 @@ class WorldMixin:
             self.channels[cid] = DMChannel(id=cid, recipient_id=user_id)
             self._dms[user_id] = cid
         return self._dms[user_id]
+
+    def post_message(
+        self: FakeDiscord,
+        channel_id: int,
+        user_id: int,
+        content: str = "",
+        *,
+        files: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] = (),
+        embeds: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
+    ) -> dict[str, Any]:
+        """A member posts a message (files as ``(filename, bytes)``); the bot sees MESSAGE_CREATE.
+
+        ``embeds`` are stored as given: Discord's own unfurls, such as :meth:`image_embed`.
+        """
+        channel = self._channel(channel_id)
+        if channel.guild_id is not None:
+            assert (channel.guild_id, user_id) in self.members, "that user is not a member here"
+        else:
+            assert isinstance(channel, DMChannel) and channel.recipient_id == user_id
+        assert content or files or embeds, "Discord refuses an empty message"
+        msg = Message(
+            id=self._snowflake(),
+            channel_id=channel_id,
+            timestamp=self._iso(),
+            ephemeral=False,
+            author_id=user_id,
+            content=content,
+            embeds=list(embeds),
+        )
+        msg.attachment_ids = [
+            self._store_attachment(channel_id, name, data, "").id for name, data in files
+        ]
+        self._messages[msg.id] = msg
+        if channel_id in self.threads:
+            self.threads[channel_id].message_count += 1
+        self._dispatch_message_event("MESSAGE_CREATE", msg)
+        self._notify()
+        return self._render(msg)
+
+    def image_embed(
+        self: FakeDiscord, data: bytes, *, url: str = "https://images.example/cat.png"
+    ) -> dict[str, Any]:
+        """The embed Discord unfurls a link to a picture into: type ``image``, the picture as
+        the thumbnail, served from Discord's media proxy (here, this fake's CDN)."""
+        cached = self._store_attachment(0, url.rsplit("/", 1)[-1] or "image", data, "")
+        proxied = self._attachment_payload(cached)
+        thumbnail = {"url": url, "proxy_url": proxied["url"]}
+        if cached.width is not None:
+            thumbnail.update(width=cached.width, height=cached.height)
+        return {"type": "image", "url": url, "thumbnail": thumbnail}
 
     def delete_message(self: FakeDiscord, channel_id: int, message_id: int) -> None:
         """A user (moderator) deletes a message; the bot sees MESSAGE_DELETE."""

@@ -44,7 +44,7 @@ def png(size: tuple[int, int] = REF_SIZE) -> bytes:
 def ask(image_url: str, *, model: str = DEFAULT_MODEL, **params: Any) -> dict[str, Any]:
     """A request body as the worker builds it, from the model's registry entry."""
     params.setdefault("prompt", "a red fox, watercolour")
-    body = model_entry(DEFAULT_MODEL).request_body(GenerationParameters(**params), image_url)
+    body = model_entry(DEFAULT_MODEL).request_body(GenerationParameters(**params), [image_url])
     return body | {"model": model}
 
 

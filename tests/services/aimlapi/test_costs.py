@@ -18,6 +18,8 @@ from services.aimlapi import (
     OutOfCreditsError,
 )
 from services.aimlapi.wire import usage_from_headers, usage_from_meta
+from services.model_registry import DREAMINA_UPSCALE
+from tests import images
 from tests.fakes.aimlapi import FakeAimlApi
 from tests.services.aimlapi.conftest import ask
 
@@ -50,15 +52,16 @@ async def test_each_attempt_is_sent_with_its_own_id_and_reported_with_its_cost(
 
 
 async def test_without_cost_headers_the_body_meta_usage_is_used(
-    make_client: Callable[..., AimlApiClient], api: FakeAimlApi, reference: str
+    client: AimlApiClient, api: FakeAimlApi
 ) -> None:
-    api.cost_headers, api.response_shape = False, "data"
+    api.cost_headers = False  # Dreamina's body documents meta.usage in credits and dollars
+    body = {"model": DREAMINA_UPSCALE, "image_url": api.add_file(images.jpeg(300, 200))}
     attempts = Attempts()
 
-    result = await make_client().generate(ask(reference), on_attempt=attempts)
+    result = await client.generate(body, on_attempt=attempts)
 
-    assert result.usage is not None and result.usage.usd == Decimal("0.025")
-    assert result.usage.credits == 50_000 and result.usage.inference_id
+    assert result.usage is not None and result.usage.usd == Decimal("0.06")
+    assert result.usage.credits == 120_000 and result.usage.inference_id
     assert attempts[0].client_request_id is None and api.requests[0].client_request_id is None
 
 

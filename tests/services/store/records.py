@@ -14,7 +14,7 @@ from services.store.migrations.v0001_initial import generations_v1
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 SNOWFLAKE = 1_234_567_890_123_456_789  # 19 digits
 BIG_SNOWFLAKE = 9_223_372_036_854_775_807  # the largest a BIGINT holds
-PARAMETER_NAMES = ("prompt", "strength", "seed", "steps", "guidance", "count", "safety_checker")
+PARAMETER_NAMES = tuple(GenerationParameters.model_fields)
 
 
 class FakeClock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,8 +64,10 @@ async def test_the_migrated_json_is_what_the_store_writes(
     async with await Store.open(db_url) as store:
         await store.generations.create(new(prompt=parameters.prompt, strength=0.5, seed=9, count=3))
         migrated, written = await stored_parameters(store.engine)
-    assert migrated == written
     assert written == ParametersJSON().process_bind_param(parameters, v3_engine.dialect)
+    # Knobs added after v0004 are absent from migrated rows and read back as their defaults.
+    assert json.loads(migrated).items() <= json.loads(written).items()
+    assert GenerationParameters(**json.loads(migrated)) == parameters
 
 
 async def test_values_outside_todays_limits_stay_readable(

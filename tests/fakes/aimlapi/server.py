@@ -1,71 +1,47 @@
-"""A loopback stand-in for the AI/ML API's image-to-image endpoint, with scripted faults.
+"""A loopback stand-in for the AI/ML API's image endpoint, with scripted faults.
 
 It behaves like the documented API, and is stricter where the documentation is vague, so a client
-that passes here does not lean on leniency the real service may not have. Like the real one, it
-fetches ``image_url`` itself: an expired or unreachable reference fails here too.
+that passes here does not lean on leniency the real service may not have. Each model's body is
+checked against that model's own documented schema (:mod:`.schemas`) and answered in its own
+documented shape (:mod:`.responses`). Like the real one, it fetches every reference URL itself: an
+expired or unreachable reference fails here too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import io
 import json
+import math
 import random
 import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
-from yarl import URL
+
+from tests.fakes.aimlapi import responses
+from tests.fakes.aimlapi.responses import CREDITS_PER_USD, DEFAULT_MESSAGES, PATH, error
+from tests.fakes.aimlapi.schemas import SCHEMAS, SEED_MAX, SIZE_PRESETS, ResponseShape, Schema
 
 DEFAULT_MODEL = "flux/dev/image-to-image"
-PATH = "/v1/images/generations"
+REFERENCE_MAX_BYTES = 25 * 1024 * 1024
+#: What the editing models make when no size is asked for: about one megapixel.
+EDIT_AREA = 1024 * 1024
+UPSCALE_SIDES = {"2k": 2048, "4k": 4096}
 BILLING_PATH = "/v2/billing"
-#: The documented rate: $1 = 2,000,000 credits.
-CREDITS_PER_USD = 2_000_000
 #: ``X-Client-Request-Id`` values outside this are silently dropped, as the real API does.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-SEED_MAX = 2**32 - 1
-REFERENCE_MAX_BYTES = 25 * 1024 * 1024
-KNOWN_KEYS = frozenset(
-    {
-        "model",
-        "prompt",
-        "image_url",
-        "strength",
-        "guidance_scale",
-        "num_inference_steps",
-        "num_images",
-        "seed",
-        "enable_safety_checker",
-    }
-)
-DEFAULT_MESSAGES = {
-    400: "Bad request",
-    401: "Unauthorized",
-    403: "Insufficient credits. Top up your balance to continue.",
-    404: "Not found",
-    422: "Unprocessable entity",
-    429: "Too many requests",
-    500: "Internal server error",
-    502: "Bad gateway",
-    503: "Service unavailable",
-    504: "Generation timed out",
-}
 
 _SEED = web.ResponseKey("fake_seed", int)
 _COST = web.ResponseKey("fake_cost", Decimal)
-ResponseShape = Literal["images", "data", "data_b64"]
 NsfwRule = bool | Callable[[dict[str, Any], int], bool]
 
 
@@ -127,23 +103,27 @@ class FakeAimlApi:
         self,
         *,
         api_key: str = "test-key",
-        model: str = DEFAULT_MODEL,
+        models: Iterable[str] = tuple(SCHEMAS),
         latency: float = 0.0,
         nsfw: NsfwRule = False,
         max_concurrency: int | None = None,
-        response_shape: ResponseShape = "images",
+        response_shape: ResponseShape | None = None,
         success_status: int = 201,
     ) -> None:
+        """``models``: the ids this account may call (all documented ones by default);
+        ``response_shape``: force one success shape on every model (default: each model's own).
+        """
         self.api_key = api_key
-        self.model = model
+        self.models = frozenset(models)
         self.latency = latency
         self.nsfw = nsfw
         self.max_concurrency = max_concurrency
-        self.response_shape: ResponseShape = response_shape
+        self.response_shape: ResponseShape | None = response_shape
         self.success_status = success_status
-        #: What one output image costs; answers carry it in the documented cost headers.
+        #: What one output image costs when its model documents no price; answers carry the
+        #: cost in the documented headers.
         self.usd_per_image = Decimal("0.025")
-        #: Send ``x-aimlapi-*`` cost headers (the ``data`` shapes also carry ``meta.usage``).
+        #: Send ``x-aimlapi-*`` cost headers (some models' bodies carry ``meta.usage`` too).
         self.cost_headers = True
         #: The account's balance in USD: each success draws on it; at 0 or below, calls get 403.
         self.balance = Decimal("1000")
@@ -271,20 +251,20 @@ class FakeAimlApi:
     async def _billing(self, request: web.Request) -> web.Response:
         self.billing_requests += 1
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return _error(401, "Unauthorized")
+            return error(401, "Unauthorized")
         return web.json_response({"current_balance": float(self.balance), "currency": "USD"})
 
     async def _answer(
         self, request: web.Request, body: dict[str, Any] | None
     ) -> web.StreamResponse:
         if self.max_concurrency is not None and self.in_flight >= self.max_concurrency:
-            return _error(429, "Too many concurrent requests for this API key")
+            return error(429, "Too many concurrent requests for this API key")
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             return await self._handle(request, body)
         except _Rejected as rejected:
-            return _error(rejected.status, rejected.message)
+            return error(rejected.status, rejected.message)
         finally:
             self.in_flight -= 1
 
@@ -311,7 +291,7 @@ class FakeAimlApi:
     async def _handle(self, request: web.Request, body: dict[str, Any] | None) -> web.Response:
         fault = self._faults.popleft() if self._faults else None
         if fault is not None and fault.kind == "fail":
-            return _scripted_error(fault)
+            return responses.scripted_error(fault.status, fault.body, fault.retry_after)
         if fault is not None and fault.kind == "bad_json":
             return web.Response(
                 status=self.success_status,
@@ -326,9 +306,11 @@ class FakeAimlApi:
         if self.balance <= 0:
             raise _Rejected(403, DEFAULT_MESSAGES[403])
         params = self._validate(body)
-        width, height = await self._fetch_reference(params["image_url"])
+        schema = SCHEMAS[params["model"]]
+        sizes = [await self._fetch_reference(url, schema) for url in schema.references(params)]
+        width, height = _output_size(schema, params, sizes[0])
         await self._pause(self.latency)
-        return await self._respond(params, width, height, broken)
+        return await self._respond(schema, params, width, height, broken)
 
     async def _pause(self, seconds: float) -> None:
         """Simulated inference time that ends early when the server shuts down."""
@@ -339,14 +321,18 @@ class FakeAimlApi:
     def _validate(self, body: dict[str, Any] | None) -> dict[str, Any]:
         if body is None:
             raise _Rejected(400, "Request body must be a JSON object")
-        problems = [f"property {key} should not exist" for key in sorted(body.keys() - KNOWN_KEYS)]
-        problems += _field_problems(body, self.model)
+        model = body.get("model")
+        if model not in self.models or not isinstance(model, str):
+            known = ", ".join(sorted(self.models))
+            raise _Rejected(400, [f"model must be one of the following values: {known}"])
+        problems = SCHEMAS[model].problems(body)
         if problems:
             raise _Rejected(400, problems)
         return body
 
-    async def _fetch_reference(self, url: str) -> tuple[int, int]:
-        """Fetch and decode ``image_url`` as the real service does; 400 if it cannot."""
+    async def _fetch_reference(self, url: str, schema: Schema) -> tuple[int, int]:
+        """Fetch and decode a reference as the real service does; 400 if it cannot, or if the
+        model documents limits the file is over."""
         assert self._fetcher is not None
         try:
             async with self._fetcher.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
@@ -363,15 +349,22 @@ class FakeAimlApi:
                     data += chunk
         except (aiohttp.ClientError, TimeoutError):
             raise _Rejected(400, "Could not fetch the image from image_url") from None
-        if len(data) > REFERENCE_MAX_BYTES:
+        if len(data) > min(REFERENCE_MAX_BYTES, schema.reference_max_bytes):
             raise _Rejected(400, "The image at image_url is too large")
         try:
-            return await asyncio.to_thread(_image_size, data)
+            width, height, image_format = await asyncio.to_thread(responses.image_facts, data)
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
             raise _Rejected(400, "The file at image_url is not a supported image") from None
+        if f"image/{image_format.lower()}" not in schema.reference_types:
+            raise _Rejected(400, f"The image format {image_format} is not supported by this model")
+        side = schema.reference_max_side
+        if side is not None and max(width, height) > side:
+            raise _Rejected(400, f"The image resolution must be at most {side}x{side} pixels")
+        return width, height
 
     async def _respond(
         self,
+        schema: Schema,
         params: dict[str, Any],
         width: int,
         height: int,
@@ -379,32 +372,35 @@ class FakeAimlApi:
     ) -> web.Response:
         seed = params.get("seed") or random.randint(1, SEED_MAX)
         count = params.get("num_images", 1)
-        pngs = await asyncio.to_thread(_solid_pngs, width, height, seed, count)
+        output_format = params.get("output_format", schema.output_format)
+        files = await asyncio.to_thread(_results, width, height, seed, count, output_format)
         flags = [self._is_nsfw(params, index) for index in range(count)]
-        cost = self.usd_per_image * count
+        shape = self.response_shape or schema.response
+        price = self.usd_per_image
+        if schema.usd_per_image is not None:
+            price = Decimal(str(schema.usd_per_image))
+        cost = price * count
         self.spent += cost
         self.balance -= cost
-        meta = {"usage": {"credits_used": int(cost * CREDITS_PER_USD), "usd_spent": float(cost)}}
-        if self.response_shape == "data_b64":
-            data = [{"b64_json": base64.b64encode(png).decode()} for png in pngs]
-            payload: dict[str, Any] = {"data": data, "meta": meta}
-            response = web.json_response(payload, status=self.success_status)
-            response[_SEED], response[_COST] = seed, cost
-            return response
-        urls = [self._host_result(png, broken) for png in pngs]
-        if self.response_shape == "data":
-            payload = {"data": [{"url": url} for url in urls], "meta": meta}
+        usage = None
+        if schema.usd_per_image is not None:
+            usage = responses.usage(schema.usd_per_image * count, with_usd=schema.reports_usd)
+        if shape == "data_b64":
+            payload = responses.data_payload([{"b64_json": responses.b64(f)} for f in files], usage)
+        elif shape == "data":
+            urls = [self._host_result(f, broken, output_format) for f in files]
+            payload = responses.data_payload([{"url": url} for url in urls], usage)
         else:
-            payload = {
-                "images": [
-                    {"url": url, "width": width, "height": height, "content_type": "image/png"}
-                    for url in urls
-                ],
-                "timings": {"inference": round(self.latency + 0.01, 3)},
-                "seed": seed,
-                "has_nsfw_concepts": flags,
-                "prompt": params["prompt"],
-            }
+            payload = responses.images_payload(
+                [self._host_result(f, broken, output_format) for f in files],
+                width=width,
+                height=height,
+                content_type=f"image/{output_format}",
+                seed=seed,
+                nsfw=flags,
+                prompt=params["prompt"],
+                inference=round(self.latency + 0.01, 3),
+            )
         response = web.json_response(payload, status=self.success_status)
         response[_SEED], response[_COST] = seed, cost
         return response
@@ -412,12 +408,14 @@ class FakeAimlApi:
     def _is_nsfw(self, params: dict[str, Any], index: int) -> bool:
         return self.nsfw(params, index) if callable(self.nsfw) else bool(self.nsfw)
 
-    def _host_result(self, png: bytes, broken: Literal["404", "not_image"] | None) -> str:
+    def _host_result(
+        self, data: bytes, broken: Literal["404", "not_image"] | None, output_format: str = "png"
+    ) -> str:
         """Store a result and return its URL, signed-looking like a CDN link."""
-        name = f"{uuid.uuid4().hex}.png"
+        name = f"{uuid.uuid4().hex}.{output_format}"
         if broken != "404":
-            content = b"<html>this is not an image</html>" if broken == "not_image" else png
-            self.files[name] = (content, "image/png")
+            content = b"<html>this is not an image</html>" if broken == "not_image" else data
+            self.files[name] = (content, f"image/{output_format}")
         return f"{self.base_url}/files/{name}?expires=3600&signature={uuid.uuid4().hex}"
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
@@ -439,98 +437,34 @@ class FakeAimlApi:
         return response
 
 
-# --------------------------------------------------------------------------- validation
+# --------------------------------------------------------------------------- results
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _output_size(
+    schema: Schema, params: dict[str, Any], reference: tuple[int, int]
+) -> tuple[int, int]:
+    """The size the model documents for this body: the reference's, an aspect ratio's, an
+    ``image_size``'s, or the reference scaled to an upscale resolution."""
+    width, height = reference
+    if "aspect_ratio" in schema.fields:
+        ratio_w, _, ratio_h = params.get("aspect_ratio", "16:9").partition(":")
+        return _about(EDIT_AREA, int(ratio_w) / int(ratio_h))
+    if "image_size" in schema.fields:
+        size = params.get("image_size", "landscape_4_3")
+        return (size["width"], size["height"]) if isinstance(size, dict) else SIZE_PRESETS[size]
+    if "resolution" in schema.fields:
+        scale = UPSCALE_SIDES[params.get("resolution", "2k")] / max(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    return width, height
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _about(area: int, ratio: float, step: int = 16) -> tuple[int, int]:
+    return (
+        round(math.sqrt(area * ratio) / step) * step,
+        round(math.sqrt(area / ratio) / step) * step,
+    )
 
 
-def _in_range(value: object, low: float, high: float, *, integer: bool) -> bool:
-    ok_type = _is_int(value) if integer else _is_number(value)
-    return ok_type and low <= value <= high  # type: ignore[operator]
-
-
-def _is_http_uri(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        url = URL(value)
-    except ValueError:
-        return False
-    return url.is_absolute() and url.scheme in ("http", "https") and bool(url.host)
-
-
-def _field_problems(body: dict[str, Any], model: str) -> list[str]:
-    """NestJS-style messages, one per broken field, like the real API's 400 list."""
-    problems: list[str] = []
-    if body.get("model") != model:
-        problems.append(f"model must be one of the following values: {model}")
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not 1 <= len(prompt) <= 4000:
-        problems.append("prompt must be a string of 1 to 4000 characters")
-    if not _is_http_uri(body.get("image_url")):
-        problems.append("image_url must be an absolute http(s) URL")
-    ranges = {
-        "strength": (0.0, 1.0, False),
-        "guidance_scale": (1.0, 20.0, False),
-        "num_inference_steps": (1, 50, True),
-        "num_images": (1, 4, True),
-        "seed": (1, SEED_MAX, True),
-    }
-    for key, (low, high, integer) in ranges.items():
-        if key in body and not _in_range(body[key], low, high, integer=integer):
-            kind = "an integer" if integer else "a number"
-            problems.append(f"{key} must be {kind} between {low} and {high}")
-    if "enable_safety_checker" in body and not isinstance(body["enable_safety_checker"], bool):
-        problems.append("enable_safety_checker must be a boolean value")
-    return problems
-
-
-# --------------------------------------------------------------------------- responses
-
-
-def _error_body(status: int, message: str | list[str]) -> dict[str, Any]:
-    return {
-        "message": message,
-        "path": PATH,
-        "requestId": str(uuid.uuid4()),
-        "statusCode": status,
-        "timestamp": datetime.now(UTC).isoformat(),
-    }
-
-
-def _error(status: int, message: str | list[str]) -> web.Response:
-    return web.json_response(_error_body(status, message), status=status)
-
-
-def _scripted_error(fault: _Fault) -> web.Response:
-    headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-    if isinstance(fault.body, str):
-        return web.Response(status=fault.status, text=fault.body, headers=headers)
-    body = fault.body
-    if body is None:
-        body = _error_body(fault.status, DEFAULT_MESSAGES.get(fault.status, "Error"))
-    return web.json_response(body, status=fault.status, headers=headers)
-
-
-def _image_size(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        return image.size
-
-
-def _solid_pngs(width: int, height: int, seed: int, count: int) -> list[bytes]:
-    """Cheap stand-ins for results: one solid colour per (seed, index), so seeds differ."""
-    pngs = []
-    for index in range(count):
-        rng = random.Random(f"{seed}:{index}")
-        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-        buffer = io.BytesIO()
-        Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
-        pngs.append(buffer.getvalue())
-    return pngs
+def _results(width: int, height: int, seed: int, count: int, output_format: str) -> list[bytes]:
+    pngs = responses.solid_pngs(width, height, seed, count)
+    return [responses.reencode(png, output_format) for png in pngs]
