@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 
 import discord
 
 from services.aimlapi import GenerationResult
-from services.store import Generation, GenerationKind, GenerationStatus
+from services.costs import format_usd
+from services.store import ApiAttemptRecord, Generation, GenerationKind, GenerationStatus
 
 NO_MENTIONS = discord.AllowedMentions.none()
 COLOUR = discord.Colour(0x7C3AED)
@@ -203,8 +205,11 @@ def took(generation: Generation) -> str | None:
     return ", ".join(parts) or None
 
 
-def info_embed(generation: Generation, source: Generation | None) -> discord.Embed:
-    """Everything about how a result was made (the Info button), shown only to who asked."""
+def info_embed(
+    generation: Generation, source: Generation | None, *, cost: str | None = None
+) -> discord.Embed:
+    """Everything about how a result was made (the Info button), shown only to who asked;
+    ``cost`` is what its API calls cost (``cost_text``)."""
     parameters = generation.parameters
     embed = discord.Embed(
         title=f"Job {generation.id} · {KIND_NAMES.get(generation.kind, str(generation.kind))}",
@@ -217,6 +222,8 @@ def info_embed(generation: Generation, source: Generation | None) -> discord.Emb
     taken = took(generation)
     if taken:
         embed.add_field(name="Time", value=taken)
+    if cost:
+        embed.add_field(name="Cost", value=cost)
     embed.add_field(name="Asked by", value=f"<@{generation.user_id}>")
     embed.add_field(name="Made", value=timestamp(generation.created_at))
     came_from = lineage(generation, source)
@@ -229,3 +236,13 @@ def info_embed(generation: Generation, source: Generation | None) -> discord.Emb
         embed.add_field(name="Job card", value=f"[jump to the card]({card})")
     embed.add_field(name="Status", value=status_line(generation), inline=False)
     return embed
+
+
+def cost_text(attempts: Sequence[ApiAttemptRecord]) -> str | None:
+    """``$0.0250``, or ``about $0.0250 (2 API calls)`` when a cost was estimated or retried."""
+    if not attempts:
+        return None
+    total = format_usd(sum(a.usd_nanos for a in attempts))
+    about = "about " if any(a.usd_estimated for a in attempts) else ""
+    calls = f" ({len(attempts)} API calls)" if len(attempts) > 1 else ""
+    return f"{about}{total}{calls}"

@@ -196,11 +196,13 @@ class InfoButton(GenerationButton, template=r"fluxbot:info:(?P<id>[0-9]{1,20})")
     emoji = "ℹ️"
 
     async def press(self, interaction: Interaction, generation: Generation) -> None:
+        store = interaction.client.store
         source = None
         if generation.source_id is not None:
-            source = await interaction.client.store.generations.get(generation.source_id)
+            source = await store.generations.get(generation.source_id)
+        cost = render.cost_text(await store.api_attempts.for_generation(generation.id))
         await interaction.response.send_message(
-            embed=render.info_embed(generation, source),
+            embed=render.info_embed(generation, source, cost=cost),
             ephemeral=True,
             allowed_mentions=render.NO_MENTIONS,
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.cogs.test_result_actions import fields, first_result, press
 from tests.e2e.test_nsfw import admin, settings_command
 from tests.world import World
 
@@ -43,6 +44,17 @@ async def test_each_attempt_is_stored_with_its_ids_and_cost(world: World):
     ]
     assert attempts[1].credits == 50_000 and world.api.spent == Decimal("0.025")
     assert (attempts[1].user_id, attempts[1].guild_id) == (world.alice, world.guild)
+
+
+async def test_info_shows_what_a_result_cost(world: World):
+    world.api.fail_next(503)  # a failed attempt costs nothing, but it is one more call
+    card_id, result = await first_result(world, count=2)
+    await world.card_status(card_id, "✅ Done")
+
+    info = await press(world, result, "info")
+    shown = fields((await info.response())["data"])
+
+    assert shown["Cost"] == "$0.0500 (2 API calls)"
 
 
 async def test_a_member_budget_refuses_privately_and_costs_nothing(world: World):
