@@ -113,13 +113,15 @@ class FluxBot(commands.Bot):
         return len(synced)
 
     async def on_ready(self) -> None:
+        # Resume first, so "ready" means stored jobs are back in the queue: a stop right after
+        # the line (tests do) then never finds resume still writing to the database.
+        await self.generations.resume()  # once; later READYs (reconnects) do nothing
         log.info(
             "fluxbot ready: %s, %d guilds, %d commands synced",
             self.user,
             len(self.guilds),
             self.synced_commands,
         )
-        await self.generations.resume()  # once; later READYs (reconnects) do nothing
 
     async def close(self) -> None:
         """Once, however often a signal or discord.py asks: a second call waits for the first."""
