@@ -7,6 +7,7 @@ itself to the generation service when it loads.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
@@ -14,7 +15,7 @@ import logging
 import pkgutil
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -22,13 +23,13 @@ import discord
 from discord.ext import commands
 
 import cogs
-from services import log_redaction
+from services import doctor, log_redaction
 from services.aimlapi import AimlApiClient
 from services.config import Settings, SettingsError, load_settings
 from services.generations import GenerationService
 from services.image_pool import ImagePool
 from services.quotas import DailyQuotas
-from services.store import Store
+from services.store import SCHEMA_VERSION, SchemaTooNewError, Store
 
 log = logging.getLogger("fluxbot")
 
@@ -167,13 +168,54 @@ async def run(bot: FluxBot) -> None:
     await asyncio.gather(*stopping)
 
 
-def main() -> int:
+async def check() -> int:
+    """``--check``: one line per check on stdout; 0 when every check passed, else 1."""
+    results = await doctor.run_checks(load_settings, discord_api=discord.http.Route.BASE)
+    for result in results:
+        print(result.line())  # noqa: T201 - a report for the operator, not a log
+    return 0 if all(result.ok for result in results) else 1
+
+
+async def migrate_database(settings: Settings) -> int:
+    """``--migrate``: bring the database to this code's schema (a deploy step), then exit."""
+    try:
+        async with await Store.open(settings.database_url):
+            pass
+    except SchemaTooNewError as exc:
+        log.error("%s", exc)
+        return 1
+    log.info("database is at schema version %d", SCHEMA_VERSION)
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bot.py", description="fluxbot: remix images with FLUX from Discord."
+    )
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument(
+        "--check",
+        action="store_true",
+        help="check the configuration, Discord login, API key and database, then exit",
+    )
+    action.add_argument(
+        "--migrate", action="store_true", help="upgrade the database schema, then exit"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.check:
+        return asyncio.run(check())
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)  # noqa: T201 - logging is not configured without settings
         return 2
     configure_logging(settings)
+    if args.migrate:
+        return asyncio.run(migrate_database(settings))
     try:
         asyncio.run(run(create_bot(settings)))
     except discord.LoginFailure:

@@ -65,7 +65,12 @@ class Settings(BaseSettings):
 
 
 class SettingsError(Exception):
-    """Configuration that cannot start the bot, worded for an operator."""
+    """Configuration that cannot start the bot, worded for an operator; one line per problem
+    in ``problems``."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -73,18 +78,25 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise SettingsError(describe_problems(exc)) from None
+        raise SettingsError(describe_problems(exc), problems(exc)) from None
 
 
-def describe_problems(exc: ValidationError) -> str:
-    lines = ["fluxbot cannot start: its configuration is incomplete."]
+def problems(exc: ValidationError) -> list[str]:
+    """One line per bad setting, naming it and never echoing its value."""
+    found = []
     for error in exc.errors(include_input=False, include_url=False):
         name = str(error["loc"][0]).upper() if error["loc"] else "?"
         if error["type"] == "missing" or (name in WHERE_TO_GET and "short" in error["type"]):
             hint = WHERE_TO_GET.get(name, "see .env.example")
-            lines.append(f"  - {name} is missing. Get it at {hint}")
+            found.append(f"{name} is missing. Get it at {hint}")
         else:
-            lines.append(f"  - {name}: {error['msg']}")
+            found.append(f"{name}: {error['msg']}")
+    return found
+
+
+def describe_problems(exc: ValidationError) -> str:
+    lines = ["fluxbot cannot start: its configuration is incomplete."]
+    lines += [f"  - {problem}" for problem in problems(exc)]
     lines.append(
         "Put them in .env in the folder you start the bot from (copy .env.example), "
         "or in the environment."
