@@ -28,6 +28,7 @@ from services.aimlapi import AimlApiClient
 from services.config import Settings, SettingsError, load_settings
 from services.generations import GenerationService
 from services.image_pool import ImagePool
+from services.metrics import Metrics, MetricsServer, interaction_ack_trace
 from services.quotas import DailyQuotas
 from services.store import SCHEMA_VERSION, SchemaTooNewError, Store
 
@@ -53,6 +54,15 @@ class FluxBot(commands.Bot):
         intents = discord.Intents.none()
         intents.guilds = True  # channel, thread and NSFW flags for result delivery
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
+        self.metrics = Metrics()
+        # Every answer to an interaction passes through discord.py's HTTP client: one hook
+        # there times them all, whichever command, button or form is answered.
+        options.setdefault(
+            "http_trace",
+            interaction_ack_trace(
+                self.metrics, lambda snowflake: discord.utils.snowflake_time(snowflake).timestamp()
+            ),
+        )
         # This bot never joins voice: no warnings about voice libraries at every start.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(
@@ -66,6 +76,7 @@ class FluxBot(commands.Bot):
         )
         self.images = ImagePool()
         self.synced_commands = 0
+        self.metrics_server: MetricsServer | None = None
         self._shutdown: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
@@ -90,7 +101,11 @@ class FluxBot(commands.Bot):
             max_concurrent=settings.max_concurrent_jobs,
             max_per_user=settings.max_queued_per_user,
             job_timeout_seconds=settings.job_timeout_seconds,
+            metrics=self.metrics,
         )
+        if settings.metrics_port is not None:
+            self.metrics_server = MetricsServer(self.metrics)
+            await self.metrics_server.start(settings.metrics_host, settings.metrics_port)
         for extension in walk_extensions():
             try:
                 await self.load_extension(extension)
@@ -141,6 +156,8 @@ class FluxBot(commands.Bot):
             )
             await self.generations.shutdown(grace)
         await super().close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         self.images.close()
         if hasattr(self, "http_session"):
             await self.http_session.close()

@@ -38,8 +38,11 @@ class Settings(BaseSettings):
     user_daily_limit: int = Field(default=0, ge=0)
     guild_daily_limit: int = Field(default=0, ge=0)
     log_level: str = "INFO"
+    #: Serve Prometheus metrics on this port (0: any free port, for tests); unset: no server.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
-    @field_validator("dev_guild_id", mode="before")
+    @field_validator("dev_guild_id", "metrics_port", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
