@@ -36,6 +36,7 @@ class Fakes:
             "database_url": self.database_url,
         }
         values.update(overrides)
+        # _env_file is pydantic-settings' init-only option, which the plugin does not know.
         return lambda: Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     async def check(self, **overrides: Any) -> dict[str, CheckResult]:
