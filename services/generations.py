@@ -20,6 +20,7 @@ from services.aimlapi import AimlApiClient
 from services.card_updates import CardUpdater
 from services.clock import utc_now
 from services.jobs import Job, JobQueue
+from services.metrics import Metrics, Outcome
 from services.quotas import DailyQuotas
 from services.store import Generation, NewGeneration, Store
 from services.worker import GenerationWorker, NoPublisher, Publisher
@@ -47,8 +48,10 @@ class GenerationService:
         max_per_user: int,
         job_timeout_seconds: float,
         now: Callable[[], datetime] = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self.metrics = metrics or Metrics()
         self._quotas = quotas
         self._job_timeout = timedelta(seconds=job_timeout_seconds)
         self._now = now
@@ -64,11 +67,13 @@ class GenerationService:
             show_on_card=self.show_on_card,
             job_timeout_seconds=job_timeout_seconds,
             now=now,
+            metrics=self.metrics,
         )
         # Held until ``resume``: stored jobs go first, in their order.
         self.queue = JobQueue(
             worker, max_concurrent=max_concurrent, max_per_user=max_per_user, started=False
         )
+        self.metrics.watch_queue(lambda: self.queue.waiting_count, lambda: self.queue.running_count)
 
     # -- the delivery side ----------------------------------------------------------------
 
@@ -125,6 +130,7 @@ class GenerationService:
         cancelled = await self._store.generations.mark_cancelled(generation.id, cancelled_by=by)
         if cancelled is None:
             return False
+        self.metrics.job_ended(cancelled, Outcome.CANCELLED)
         self.show_on_card(cancelled)
         return True
 
@@ -170,6 +176,8 @@ class GenerationService:
 
     async def _fail_stale(self, generation: Generation) -> None:
         failed = await self._store.generations.mark_failed(generation.id, RESUME_TOO_LATE)
+        if failed is not None:
+            self.metrics.job_ended(failed, Outcome.FAILED)
         if failed is not None and self._publisher is not None:
             await self._publisher.job_failed(failed, RESUME_TOO_LATE)
             self.show_on_card(failed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import random as _random
 import time
@@ -39,6 +40,9 @@ from services.backoff import equal_jitter
 log = logging.getLogger(__name__)
 
 GENERATIONS_PATH = "/v1/images/generations"
+#: The account's balance (DESIGN §10): the cheapest authenticated call, used by ``--check``.
+BILLING_PATH = "/v2/billing"
+BILLING_TIMEOUT = 10.0
 #: A server's Retry-After is honoured up to this many seconds; beyond it we would rather fail.
 RETRY_AFTER_CAP = 60.0
 #: Success bodies can carry several base64 images; anything larger is not a plausible answer.
@@ -98,7 +102,8 @@ class AimlApiClient:
         if max_attempts < 1 or download_attempts < 1:
             raise ValueError("attempts must be at least 1")
         self._session = session
-        self._endpoint = base_url.rstrip("/") + GENERATIONS_PATH
+        self._base = base_url.rstrip("/")
+        self._endpoint = self._base + GENERATIONS_PATH
         self._api_key = api_key
         self._deadline = deadline
         self._attempt_timeout = attempt_timeout
@@ -198,6 +203,45 @@ class AimlApiClient:
             self._clock() - started,
             request_id or "-",
         )
+
+    # ------------------------------------------------------------------ balance
+
+    async def balance(self) -> float | None:
+        """The account's balance from ``GET /v2/billing``: proves the key works, costs nothing.
+
+        One attempt, no retries (an operator is waiting). None when the answer names no
+        balance we recognise (``current_balance``, or ``balance`` as the older endpoint had it).
+        """
+        headers = {
+            "Authorization": f"Bearer {self._api_key.get_secret_value()}",
+            "Accept": "application/json",
+        }
+        try:
+            async with self._session.get(
+                self._base + BILLING_PATH,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=BILLING_TIMEOUT),
+                allow_redirects=False,
+            ) as response:
+                raw = await read_capped(response, MAX_RESPONSE_BYTES)
+                status, resp_headers = response.status, response.headers
+        except TimeoutError as exc:
+            raise ApiTimeoutError(detail=f"no answer within {BILLING_TIMEOUT:.0f}s") from exc
+        except aiohttp.ClientError as exc:
+            raise ApiConnectionError(detail=f"connection failed: {type(exc).__name__}") from exc
+        except BodyTooLarge as exc:
+            raise MalformedResponseError(detail=str(exc)) from None
+        if status != 200:
+            raise self._error_from(status, raw, resp_headers)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise MalformedResponseError(detail="the billing answer is not JSON") from None
+        for key in ("current_balance", "balance"):
+            value = body.get(key) if isinstance(body, dict) else None
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+        return None
 
     # ------------------------------------------------------------------ one attempt
 

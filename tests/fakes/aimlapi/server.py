@@ -30,6 +30,7 @@ from tests.fakes.aimlapi.responses import PATH, error
 from tests.fakes.aimlapi.schemas import SCHEMAS, SEED_MAX, SIZE_PRESETS, ResponseShape, Schema
 
 DEFAULT_MODEL = "flux/dev/image-to-image"
+BILLING_PATH = "/v2/billing"
 REFERENCE_MAX_BYTES = 25 * 1024 * 1024
 #: What the editing models make when no size is asked for: about one megapixel.
 EDIT_AREA = 1024 * 1024
@@ -105,6 +106,9 @@ class FakeAimlApi:
         self.max_concurrency = max_concurrency
         self.response_shape: ResponseShape | None = response_shape
         self.success_status = success_status
+        #: What ``GET /v2/billing`` reports as ``current_balance`` (credits).
+        self.balance: float = 1_000_000
+        self.billing_requests = 0
         #: Serve files with chunked encoding (no Content-Length), to exercise streamed size caps.
         self.chunked_files = False
         self.requests: list[ReceivedRequest] = []
@@ -129,6 +133,7 @@ class FakeAimlApi:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post(PATH, self._generate)
         app.router.add_get("/files/{name}", self._file)
+        app.router.add_get(BILLING_PATH, self._billing)
         self._runner = web.AppRunner(
             app, handle_signals=False, shutdown_timeout=0.5, handler_cancellation=True
         )
@@ -260,6 +265,13 @@ class FakeAimlApi:
         width, height = _output_size(schema, params, sizes[0])
         await self._pause(self.latency)
         return await self._respond(schema, params, width, height, broken)
+
+    async def _billing(self, request: web.Request) -> web.Response:
+        """The account's balance; like every endpoint, only with the right key."""
+        self.billing_requests += 1
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return error(401, "Unauthorized")
+        return web.json_response({"current_balance": self.balance, "currency": "credits"})
 
     async def _pause(self, seconds: float) -> None:
         """Simulated inference time that ends early when the server shuts down."""
