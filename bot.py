@@ -7,6 +7,7 @@ itself to the generation service when it loads.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
@@ -14,7 +15,7 @@ import logging
 import pkgutil
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -22,15 +23,16 @@ import discord
 from discord.ext import commands
 
 import cogs
-from services import log_redaction
+from services import doctor, log_redaction
 from services.aimlapi import AimlApiClient
 from services.config import Settings, SettingsError, load_settings
 from services.costs import BudgetGuard, PriceList, usd_to_nanos
 from services.credits import CreditWatch
 from services.generations import GenerationService
 from services.image_pool import ImagePool
+from services.metrics import Metrics, MetricsServer, interaction_ack_trace
 from services.quotas import DailyQuotas
-from services.store import Store
+from services.store import SCHEMA_VERSION, SchemaTooNewError, Store
 
 log = logging.getLogger("fluxbot")
 
@@ -55,6 +57,15 @@ class FluxBot(commands.Bot):
         intents = discord.Intents.none()
         intents.guilds = True  # channel, thread and NSFW flags for result delivery
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
+        self.metrics = Metrics()
+        # Every answer to an interaction passes through discord.py's HTTP client: one hook
+        # there times them all, whichever command, button or form is answered.
+        options.setdefault(
+            "http_trace",
+            interaction_ack_trace(
+                self.metrics, lambda snowflake: discord.utils.snowflake_time(snowflake).timestamp()
+            ),
+        )
         # This bot never joins voice: no warnings about voice libraries at every start.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(
@@ -68,6 +79,7 @@ class FluxBot(commands.Bot):
         )
         self.images = ImagePool()
         self.synced_commands = 0
+        self.metrics_server: MetricsServer | None = None
         self._shutdown: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
@@ -93,6 +105,7 @@ class FluxBot(commands.Bot):
             max_concurrent=settings.max_concurrent_jobs,
             max_per_user=settings.max_queued_per_user,
             job_timeout_seconds=settings.job_timeout_seconds,
+            metrics=self.metrics,
             prices=PriceList(settings.model_prices, megapixels=settings.max_input_megapixels),
             budgets=BudgetGuard(
                 self.store,
@@ -105,6 +118,9 @@ class FluxBot(commands.Bot):
             store=self.store,
             low_balance=settings.low_balance_usd,
         )
+        if settings.metrics_port is not None:
+            self.metrics_server = MetricsServer(self.metrics)
+            await self.metrics_server.start(settings.metrics_host, settings.metrics_port)
         for extension in walk_extensions():
             try:
                 await self.load_extension(extension)
@@ -129,13 +145,15 @@ class FluxBot(commands.Bot):
         return len(synced)
 
     async def on_ready(self) -> None:
+        # Resume first, so "ready" means stored jobs are back in the queue: a stop right after
+        # the line (tests do) then never finds resume still writing to the database.
+        await self.generations.resume()  # once; later READYs (reconnects) do nothing
         log.info(
             "fluxbot ready: %s, %d guilds, %d commands synced",
             self.user,
             len(self.guilds),
             self.synced_commands,
         )
-        await self.generations.resume()  # once; later READYs (reconnects) do nothing
 
     async def close(self) -> None:
         """Once, however often a signal or discord.py asks: a second call waits for the first."""
@@ -156,6 +174,8 @@ class FluxBot(commands.Bot):
         if hasattr(self, "credits"):
             await self.credits.close()
         await super().close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         self.images.close()
         if hasattr(self, "http_session"):
             await self.http_session.close()
@@ -183,13 +203,54 @@ async def run(bot: FluxBot) -> None:
     await asyncio.gather(*stopping)
 
 
-def main() -> int:
+async def check() -> int:
+    """``--check``: one line per check on stdout; 0 when every check passed, else 1."""
+    results = await doctor.run_checks(load_settings, discord_api=discord.http.Route.BASE)
+    for result in results:
+        print(result.line())  # noqa: T201 - a report for the operator, not a log
+    return 0 if all(result.ok for result in results) else 1
+
+
+async def migrate_database(settings: Settings) -> int:
+    """``--migrate``: bring the database to this code's schema (a deploy step), then exit."""
+    try:
+        async with await Store.open(settings.database_url):
+            pass
+    except SchemaTooNewError as exc:
+        log.error("%s", exc)
+        return 1
+    log.info("database is at schema version %d", SCHEMA_VERSION)
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bot.py", description="fluxbot: remix images with FLUX from Discord."
+    )
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument(
+        "--check",
+        action="store_true",
+        help="check the configuration, Discord login, API key and database, then exit",
+    )
+    action.add_argument(
+        "--migrate", action="store_true", help="upgrade the database schema, then exit"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.check:
+        return asyncio.run(check())
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)  # noqa: T201 - logging is not configured without settings
         return 2
     configure_logging(settings)
+    if args.migrate:
+        return asyncio.run(migrate_database(settings))
     try:
         asyncio.run(run(create_bot(settings)))
     except discord.LoginFailure:

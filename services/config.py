@@ -74,8 +74,13 @@ class Settings(BaseSettings):
     #: A channel for operator notes (low balance, out of credits); empty = log only.
     admin_channel_id: int | None = None
     log_level: str = "INFO"
+    #: Serve Prometheus metrics on this port (0: any free port, for tests); unset: no server.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
-    @field_validator("dev_guild_id", "admin_channel_id", "bot_daily_budget_usd", mode="before")
+    @field_validator(
+        "dev_guild_id", "admin_channel_id", "bot_daily_budget_usd", "metrics_port", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -151,7 +156,12 @@ _KIND_OF_SETTING = {
 
 
 class SettingsError(Exception):
-    """Configuration that cannot start the bot, worded for an operator."""
+    """Configuration that cannot start the bot, worded for an operator; one line per problem
+    in ``problems``."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -159,19 +169,26 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise SettingsError(describe_problems(exc)) from None
+        raise SettingsError(describe_problems(exc), problems(exc)) from None
 
 
-def describe_problems(exc: ValidationError) -> str:
-    lines = ["fluxbot cannot start: its configuration is incomplete."]
+def problems(exc: ValidationError) -> list[str]:
+    """One line per bad setting, naming it and never echoing its value."""
+    found = []
     for error in exc.errors(include_input=False, include_url=False):
         name = str(error["loc"][0]).upper() if error["loc"] else "?"
         if error["type"] == "missing" or (name in WHERE_TO_GET and "short" in error["type"]):
             hint = WHERE_TO_GET.get(name, "see .env.example")
-            lines.append(f"  - {name} is missing. Get it at {hint}")
+            found.append(f"{name} is missing. Get it at {hint}")
         else:
             message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
-            lines.append(f"  - {name}: {message}")
+            found.append(f"{name}: {message}")
+    return found
+
+
+def describe_problems(exc: ValidationError) -> str:
+    lines = ["fluxbot cannot start: its configuration is incomplete."]
+    lines += [f"  - {problem}" for problem in problems(exc)]
     lines.append(
         "Put them in .env in the folder you start the bot from (copy .env.example), "
         "or in the environment."

@@ -21,6 +21,7 @@ from services.card_updates import CardUpdater
 from services.clock import utc_now
 from services.costs import BudgetGuard, PriceList
 from services.jobs import Job, JobQueue
+from services.metrics import Metrics, Outcome
 from services.model_registry import DEFAULT_MODEL
 from services.quotas import DailyQuotas
 from services.store import Generation, NewGeneration, Store
@@ -54,8 +55,10 @@ class GenerationService:
         now: Callable[[], datetime] = utc_now,
         prices: PriceList | None = None,
         budgets: BudgetGuard | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self.metrics = metrics or Metrics()
         self._quotas = quotas
         self.prices = prices or PriceList()
         #: Daily budgets: the bot's, and those guild admins set (read afresh at each admission).
@@ -77,12 +80,14 @@ class GenerationService:
             show_on_card=self.show_on_card,
             job_timeout_seconds=job_timeout_seconds,
             now=now,
+            metrics=self.metrics,
             out_of_credits=self._out_of_credits,
         )
         # Held until ``resume``: stored jobs go first, in their order.
         self.queue = JobQueue(
             worker, max_concurrent=max_concurrent, max_per_user=max_per_user, started=False
         )
+        self.metrics.watch_queue(lambda: self.queue.waiting_count, lambda: self.queue.running_count)
 
     # -- the delivery side ----------------------------------------------------------------
 
@@ -162,6 +167,7 @@ class GenerationService:
         cancelled = await self._store.generations.mark_cancelled(generation.id, cancelled_by=by)
         if cancelled is None:
             return False
+        self.metrics.job_ended(cancelled, Outcome.CANCELLED)
         self.show_on_card(cancelled)
         return True
 
@@ -238,6 +244,8 @@ class GenerationService:
 
     async def _fail_stale(self, generation: Generation) -> None:
         failed = await self._store.generations.mark_failed(generation.id, RESUME_TOO_LATE)
+        if failed is not None:
+            self.metrics.job_ended(failed, Outcome.FAILED)
         if failed is not None and self._publisher is not None:
             await self._publisher.job_failed(failed, RESUME_TOO_LATE)
             self.show_on_card(failed)

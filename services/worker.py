@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.aimlapi import (
     AimlApiClient,
@@ -21,6 +21,7 @@ from services.clock import utc_now
 from services.costs import attempt_record, client_request_id
 from services.errors import UserFacingError
 from services.jobs import Job, RateLimited, Requeue
+from services.metrics import Metrics, Outcome
 from services.model_registry import ReferenceInfo, model_entry
 from services.store import Generation, Store
 
@@ -88,11 +89,13 @@ class GenerationWorker:
         job_timeout_seconds: float = 600.0,
         now: Callable[[], datetime] = utc_now,
         out_of_credits: Callable[[Generation], Awaitable[bool]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """``publisher`` is asked at each job start: the delivery extension can be reloaded.
         ``show_on_card`` asks for the job card to follow each change of state.
         ``out_of_credits`` is told of a job the API refused for want of credits (403); when it
         answers True the queue is paused and the job waits in line, else the job fails."""
+        self._metrics = metrics or Metrics()
         self._store = store
         self._out_of_credits = out_of_credits
         self._api = api
@@ -117,12 +120,7 @@ class GenerationWorker:
                 reference = await self._measure_reference(image_url)
             body = entry.request_body(generation.parameters, [image_url], reference=reference)
             # 429s are the queue's business: it slows down as a whole (DESIGN §7).
-            result = await self._api.generate(
-                body,
-                retry_rate_limited=False,
-                client_request_id=client_request_id(generation),
-                on_attempt=lambda attempt: self._record(generation, attempt),
-            )
+            result, api_seconds = await self._call_api(generation, body)
             job.api_call_done()
             images = [
                 await self._api.download(image, max_bytes=MAX_RESULT_BYTES)
@@ -148,7 +146,7 @@ class GenerationWorker:
             log.exception("generation %s: unexpected failure", generation.id)
             await self._fail(publisher, generation, UNEXPECTED)
         else:
-            await self._store.generations.mark_done(
+            done = await self._store.generations.mark_done(
                 generation.id,
                 seed=result.seed,
                 result_message_ids=message_ids,
@@ -156,6 +154,7 @@ class GenerationWorker:
                 finished_at=self._now(),
                 nsfw_withheld=sum(image.nsfw for image in result.images),
             )
+            self._metrics.job_ended(done or generation, Outcome.DONE, api_seconds=api_seconds)
             log.info(
                 "generation %s: done in %.2fs (api inference %s)",
                 generation.id,
@@ -178,6 +177,28 @@ class GenerationWorker:
             raise ReferenceUnreadable(detail="reference header unreadable")
         return measured
 
+    async def _call_api(
+        self, generation: Generation, body: dict[str, Any]
+    ) -> tuple[GenerationResult, float]:
+        """The generation call, timed for the API latency histogram whatever its end."""
+        started = time.monotonic()
+        result = "error"
+        try:
+            answer = await self._api.generate(
+                body,
+                retry_rate_limited=False,
+                client_request_id=client_request_id(generation),
+                on_attempt=lambda attempt: self._record(generation, attempt),
+            )
+            result = "ok"
+        except RateLimitedError:
+            result = "rate_limited"
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            self._metrics.api_call(generation.model, result, elapsed)
+        return answer, elapsed
+
     async def _rate_limited(
         self, publisher: Publisher, generation: Generation, exc: RateLimitedError
     ) -> None:
@@ -195,6 +216,8 @@ class GenerationWorker:
     ) -> None:
         if log_level:
             log.log(log_level, "generation %s: failed: %s", generation.id, reason)
-        await self._store.generations.mark_failed(generation.id, reason, self._now())
+        failed = await self._store.generations.mark_failed(generation.id, reason, self._now())
+        if failed is not None:
+            self._metrics.job_ended(failed, Outcome.FAILED)
         await publisher.job_failed(generation, reason)
         self._show_on_card(generation)

@@ -1,4 +1,9 @@
-"""Suite-wide: an ERROR logged anywhere fails the test (discord.py logs, not raises); ``world``."""
+"""Suite-wide: an ERROR logged anywhere fails the test (discord.py logs, not raises); ``world``.
+
+Databases: ``postgres`` is the session's throwaway PostgreSQL server (tests/postgres.py);
+``database_url`` gives each test a fresh database on each engine, and ``world`` runs the whole
+bot on both.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,11 @@ import pytest
 
 from tests.fakes.aimlapi import FakeAimlApi
 from tests.fakes.discord import FakeDiscord
+from tests.postgres import PostgresServer, PostgresUnavailable
 from tests.world import API_KEY, TOKEN, World
+
+#: Every engine the bot supports; ``database_url`` (and so ``world``) runs a test on each.
+ENGINES = ["sqlite", "postgresql"]
 
 
 class ErrorRecords(logging.Handler):
@@ -37,11 +46,35 @@ def fail_on_error_logs(request: pytest.FixtureRequest) -> Iterator[ErrorRecords]
         pytest.fail("ERROR logged during the test:\n" + "\n".join(lines), pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """Started on first use, so a run of SQLite-only tests never waits for it."""
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=ENGINES)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database: a new SQLite file, or a new database on the session's server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/fluxbot.sqlite3"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    async with server.database() as url:
+        yield url
+
+
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def world(database_url: str) -> AsyncIterator[World]:
     async with FakeAimlApi(api_key=API_KEY) as api, FakeDiscord(token=TOKEN) as discord:
         with discord.patch_discord_py():
-            world = World(discord, api, tmp_path / "fluxbot.sqlite3")
+            world = World(discord, api, database_url)
             await world.start_bot()
             try:
                 yield world

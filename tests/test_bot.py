@@ -1,11 +1,22 @@
-"""Starting without configuration explains itself instead of printing a traceback."""
+"""The command line: starting without configuration explains itself instead of printing a
+traceback; ``--check`` prints one line per check and exits 0 or 1."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from bot import check
+from services.store import SCHEMA_VERSION, Store
+from tests.fakes.aimlapi import FakeAimlApi
+from tests.fakes.discord import FakeDiscord
+from tests.world import API_KEY, TOKEN
 
 BOT = Path(__file__).resolve().parents[1] / "bot.py"
 
@@ -67,3 +78,77 @@ def test_env_example_with_its_secrets_filled_in_is_a_valid_configuration(tmp_pat
         line.partition("=")[0] for line in example.splitlines() if line and line[0] != "#"
     }
     assert {name.upper() for name in Settings.model_fields} <= documented
+
+
+def test_check_without_env_fails_on_the_config_and_exits_1(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"DISCORD_TOKEN", "AIMLAPI_KEY"}}
+    result = subprocess.run(
+        [sys.executable, str(BOT), "--check"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("FAIL  config") and "DISCORD_TOKEN is missing" in lines[0]
+    assert [line.split()[1] for line in lines[-3:]] == ["discord", "aimlapi", "database"]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+async def test_check_prints_a_line_per_check_and_exits_0_only_when_all_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env: the environment is the whole configuration
+    database = f"sqlite:///{tmp_path}/fluxbot.sqlite3"
+    async with await Store.open(database):
+        pass
+    async with FakeAimlApi(api_key=API_KEY) as api, FakeDiscord(token=TOKEN) as discord:
+        environment = {
+            "DISCORD_TOKEN": TOKEN,
+            "AIMLAPI_KEY": API_KEY,
+            "AIMLAPI_BASE_URL": api.base_url,
+            "DATABASE_URL": database,
+        }
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        with discord.patch_discord_py():  # --check logs in wherever discord.py is pointed
+            passed = await check()
+            report = capsys.readouterr().out
+            api.balance = 0
+            failed = await check()
+            failed_report = capsys.readouterr().out
+
+    assert passed == 0 and failed == 1
+    assert [line.split()[:2] for line in report.splitlines()] == [
+        ["ok", "config"],
+        ["ok", "discord"],
+        ["ok", "aimlapi"],
+        ["ok", "database"],
+    ]
+    assert [line.split()[:2] for line in failed_report.splitlines()][2] == ["FAIL", "aimlapi"]
+    assert TOKEN not in report + failed_report and API_KEY not in report + failed_report
+
+
+def test_migrate_creates_or_upgrades_the_database_and_exits(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "fluxbot.sqlite3"
+    env = os.environ | {
+        "DISCORD_TOKEN": "t0ken-value-abc",
+        "AIMLAPI_KEY": "sk-key-value",
+        "DATABASE_URL": f"sqlite:///{path}",
+    }
+    result = subprocess.run(
+        [sys.executable, str(BOT), "--migrate"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    assert f"database is at schema version {SCHEMA_VERSION}" in result.stderr

@@ -1,4 +1,4 @@
-"""End-to-end harness: the real bot, real discord.py and a real SQLite file, against both fakes.
+"""End-to-end harness: the real bot, real discord.py and a real database, against both fakes.
 
 The ``world`` fixture (tests/conftest.py) hands each test one of these."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from bot import FluxBot, create_bot
@@ -35,10 +34,10 @@ class ReadySignal(logging.Handler):
 class World:
     """One guild with members and channels, both fakes, and the bot under test."""
 
-    def __init__(self, discord: FakeDiscord, api: FakeAimlApi, database: Path) -> None:
+    def __init__(self, discord: FakeDiscord, api: FakeAimlApi, database_url: str) -> None:
         self.discord = discord
         self.api = api
-        self.database = database
+        self.database_url = database_url
         self.guild = discord.add_guild("Remix Club")
         self.channel = discord.add_text_channel(self.guild, "art")
         self.alice = discord.add_member(self.guild, "alice")
@@ -54,7 +53,7 @@ class World:
             "discord_token": TOKEN,
             "aimlapi_key": API_KEY,
             "aimlapi_base_url": self.api.base_url,
-            "database_url": f"sqlite:///{self.database}",
+            "database_url": self.database_url,
             "shutdown_grace_seconds": 5,
         }
         values.update(overrides)

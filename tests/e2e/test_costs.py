@@ -70,11 +70,12 @@ async def test_a_member_budget_refuses_privately_and_costs_nothing(world: World)
     assert again.ephemeral
     assert "your image budget for today" in refusal["data"]["content"]
     assert world.api.calls == 1
-    await world.card_of(await world.imagine("bob has his own", user=world.bob))
+    bobs = await world.card_of(await world.imagine("bob has his own", user=world.bob))
+    await world.card_status(bobs, "✅ Done")
 
     # A member's own budget overrides the default; "default" gives it back.
     await settings_command(world, owner, member=world.alice, member_budget="1")
-    await world.card_of(await world.imagine("alice may again"))
+    await world.card_status(await world.card_of(await world.imagine("alice may again")), "✅ Done")
     response = await settings_command(world, owner, member=world.alice, member_budget="default")
     assert "their own" not in response["data"]["content"]
 

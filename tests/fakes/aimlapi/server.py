@@ -32,11 +32,11 @@ from tests.fakes.aimlapi.responses import CREDITS_PER_USD, DEFAULT_MESSAGES, PAT
 from tests.fakes.aimlapi.schemas import SCHEMAS, SEED_MAX, SIZE_PRESETS, ResponseShape, Schema
 
 DEFAULT_MODEL = "flux/dev/image-to-image"
+BILLING_PATH = "/v2/billing"
 REFERENCE_MAX_BYTES = 25 * 1024 * 1024
 #: What the editing models make when no size is asked for: about one megapixel.
 EDIT_AREA = 1024 * 1024
 UPSCALE_SIDES = {"2k": 2048, "4k": 4096}
-BILLING_PATH = "/v2/billing"
 #: ``X-Client-Request-Id`` values outside this are silently dropped, as the real API does.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 

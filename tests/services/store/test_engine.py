@@ -40,8 +40,10 @@ def test_normalise_database_url_refuses_without_echoing(bad: str) -> None:
     assert "secret" not in str(caught.value)
 
 
-async def test_open_creates_parent_dir_and_configures_sqlite(db_url: str, tmp_path: Path) -> None:
-    async with await Store.open(db_url) as store:
+async def test_open_creates_parent_dir_and_configures_sqlite(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with await Store.open(sqlite_url) as store:
         assert (tmp_path / "nested/dir/fluxbot.sqlite3").is_file()
         async with store.engine.connect() as conn:
             assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"

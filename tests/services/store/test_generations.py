@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from services.model_registry import DEFAULT_MODEL
 from services.parameters import SEED_MAX, GenerationParameters
@@ -88,7 +89,7 @@ async def test_setters_touch_one_field_and_refuse_unknown_ids(store: Store) -> N
 
 
 async def test_parent_must_exist(store: Store) -> None:
-    with pytest.raises(Exception, match="FOREIGN KEY"):
+    with pytest.raises(IntegrityError, match=r"(?i)foreign key"):
         await store.generations.create(new(parent_id=12345))
 
 

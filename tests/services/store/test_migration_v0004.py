@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.parameters import GenerationParameters
@@ -112,7 +113,7 @@ async def test_parent_links_survive_and_still_behave(db_url: str, v3_engine: Asy
     async with await Store.open(db_url) as store:
         child = await store.generations.get(2)
         assert child is not None and child.parent_id == 1
-        with pytest.raises(Exception, match="FOREIGN KEY"):
+        with pytest.raises(IntegrityError, match=r"(?i)foreign key"):
             await store.generations.create(new(parent_id=12345))
         async with store.engine.begin() as conn:  # the rebuilt table still sets orphans to NULL
             await conn.execute(text("DELETE FROM generations WHERE id = 1"))
@@ -137,7 +138,7 @@ async def test_a_row_inserted_without_a_model_gets_the_one_model_there_was(
 
 async def test_parameters_may_not_be_null_after_the_upgrade(v3_engine: AsyncEngine) -> None:
     await migrate(v3_engine)
-    with pytest.raises(Exception, match="NOT NULL"):
+    with pytest.raises(IntegrityError, match=r"(?i)not.null"):
         async with v3_engine.begin() as conn:
             await conn.execute(
                 text(

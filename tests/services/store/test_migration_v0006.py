@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import inspect
 
 from services.parameters import GenerationParameters
 from services.store import Store, make_engine, migrate
@@ -26,9 +26,7 @@ async def test_jobs_stored_before_costs_stay_and_reserve_nothing(db_url: str) ->
         assert old.parameters.prompt == "from before costs"
         async with store.engine.connect() as conn:
             assert await store.generations.reserved(conn) == 0
-            tables = await conn.execute(
-                text("SELECT name FROM sqlite_master WHERE name IN ('api_attempts', 'budgets')")
-            )
-            assert sorted(tables.scalars()) == ["api_attempts", "budgets"]
+            tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+            assert {"api_attempts", "budgets"} <= set(tables)
         created = await store.generations.create(new(estimate_usd_nanos=25_000_000))
         assert created.estimate_usd_nanos == 25_000_000
