@@ -8,6 +8,7 @@ What is measured, and where:
 - jobs by outcome and model, and the log line: ``job_ended`` (worker, generation service);
 - queue depth and running jobs: read from the queue at each scrape (``watch_queue``);
 - API latency: each generation call, retries included (worker);
+- spend: each API attempt's cost as the API reported it, or its estimate (worker, DESIGN §10);
 - acknowledgement latency: an :func:`interaction_ack_trace` on the bot's HTTP session sees every
   answer to Discord, whichever command, button or form it answers.
 """
@@ -79,6 +80,12 @@ class Metrics:
             buckets=API_BUCKETS,
             registry=self.registry,
         )
+        self.spend = Counter(
+            "fluxbot_spend_usd",
+            "USD the AI/ML API reported per attempt (estimated when it did not say), by model",
+            ["model"],
+            registry=self.registry,
+        )
         self.ack_latency = Histogram(
             "fluxbot_ack_latency_seconds",
             "From an interaction's creation (its id's timestamp) to Discord taking the answer",
@@ -90,6 +97,10 @@ class Metrics:
         """Read the queue's sizes at each scrape, so they are never stale."""
         self.queue_depth.set_function(lambda: float(waiting()))
         self.jobs_running.set_function(lambda: float(running()))
+
+    def spent(self, model: str, usd: float) -> None:
+        if usd > 0:
+            self.spend.labels(model=model).inc(usd)
 
     def api_call(self, model: str, result: str, seconds: float) -> None:
         self.api_latency.labels(model=model, result=result).observe(seconds)

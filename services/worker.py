@@ -18,7 +18,7 @@ from services.aimlapi import (
     RateLimitedError,
 )
 from services.clock import utc_now
-from services.costs import attempt_record, client_request_id
+from services.costs import attempt_record, client_request_id, nanos_to_usd
 from services.errors import UserFacingError
 from services.jobs import Job, RateLimited, Requeue
 from services.metrics import Metrics, Outcome
@@ -164,7 +164,9 @@ class GenerationWorker:
 
     async def _record(self, generation: Generation, attempt: ApiAttempt) -> None:
         """Each attempt's ids and cost, stored with the job as the API answers (DESIGN §10)."""
-        await self._store.api_attempts.record(attempt_record(generation, attempt))
+        record = attempt_record(generation, attempt)
+        await self._store.api_attempts.record(record)
+        self._metrics.spent(generation.model, float(nanos_to_usd(record.usd_nanos)))
 
     async def _measure_reference(self, url: str) -> ReferenceInfo:
         """Its size and file, for models whose body or limits depend on them."""

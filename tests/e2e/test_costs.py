@@ -43,6 +43,10 @@ async def test_each_attempt_is_stored_with_its_ids_and_cost(world: World):
         (201, "ok", 25_000_000),
     ]
     assert attempts[1].credits == 50_000 and world.api.spent == Decimal("0.025")
+    spend = world.bot.generations.metrics.registry.get_sample_value(
+        "fluxbot_spend_usd_total", {"model": generation.model}
+    )
+    assert spend == 0.025  # METRICS_PORT's fluxbot_spend_usd_total
     assert (attempts[1].user_id, attempts[1].guild_id) == (world.alice, world.guild)
 
 
