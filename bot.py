@@ -101,6 +101,7 @@ class FluxBot(commands.Bot):
             max_concurrent=settings.max_concurrent_jobs,
             max_per_user=settings.max_queued_per_user,
             job_timeout_seconds=settings.job_timeout_seconds,
+            card_edit_interval=settings.card_edit_interval_seconds,
             metrics=self.metrics,
         )
         if settings.metrics_port is not None:
