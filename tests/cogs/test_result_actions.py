@@ -60,7 +60,7 @@ async def test_a_result_of_one_image_has_each_action_as_a_button(world: World):
 
     assert rows(result) == [
         [f"fluxbot:{a}:{job}" for a in ("reroll", "remix", "info", "delete")],
-        [f"fluxbot:{a}:{job}:0" for a in ("vary-subtle", "vary-strong", "use")],
+        [f"fluxbot:{a}:{job}:0" for a in ("vary-subtle", "vary-strong", "upscale", "edit", "use")],
     ]
     card_link = f"https://discord.com/channels/{world.guild}/{world.channel}/{card_id}"
     assert fields(result)["From"] == f"[the picture on the job card]({card_link})"
