@@ -1,4 +1,4 @@
-"""``/fluxbot-settings``: a guild's content policy, for members with Manage Server.
+"""``/fluxbot-settings``: a guild's content policy and models, for members with Manage Server.
 
 ``default_permissions`` only hides the command; a guild can grant it to anyone under Server
 Settings -> Integrations, and a client can send any interaction, so the callback checks the
@@ -15,6 +15,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._replies import reply
+from services.config import Settings
+from services.model_access import ModelsRejected, allowed_models, model_label, parse_models
 from services.safety import GuildSettings, TermsRejected, describe_terms, parse_terms
 
 if TYPE_CHECKING:
@@ -26,7 +28,21 @@ NOT_ALLOWED = "Only members with the Manage Server permission can change fluxbot
 CLEAR = frozenset({"none", "-", "clear"})
 
 
-def describe(settings: GuildSettings) -> str:
+def describe_models(settings: GuildSettings, bot_settings: Settings) -> str:
+    """Which models members may use here, and which does what."""
+    enabled = bot_settings.enabled_models
+    allowed = allowed_models(settings, enabled)
+    names = ", ".join(f"{model_label(m)} (`{m}`)" for m in allowed) or "none"
+    scope = "all this bot offers" if not settings.allowed_models else "only"
+    uses = (
+        f"/imagine and Vary: {model_label(bot_settings.aimlapi_model)}; "
+        f"/edit and Edit: {model_label(bot_settings.edit_model)}; "
+        f"Upscale: {model_label(bot_settings.upscale_model)}"
+    )
+    return f"• Models: {scope}: {names}\n  ({uses})"
+
+
+def describe(settings: GuildSettings, bot_settings: Settings) -> str:
     checker = (
         "off in channels marked NSFW, on everywhere else"
         if settings.unfiltered_in_nsfw
@@ -37,9 +53,10 @@ def describe(settings: GuildSettings) -> str:
     return (
         "**fluxbot settings for this server**\n"
         f"• Safety checker: {checker}\n"
-        f"• Reroll, Remix, Info, Vary and Use as input: {rerolls} (Delete: the member who "
-        "asked, and moderators)\n"
-        f"• Blocked words: {terms}"
+        f"• Reroll, Remix, Info, Vary, Upscale, Edit and Use as input: {rerolls} (Delete: the "
+        "member who asked, and moderators)\n"
+        f"• Blocked words: {terms}\n"
+        f"{describe_models(settings, bot_settings)}"
     )
 
 
@@ -54,6 +71,7 @@ class AdminCog(commands.Cog):
         unfiltered_in_nsfw="Turn the safety checker off in channels marked NSFW (default: no)",
         open_rerolls="Let anyone press Reroll, Remix, Vary and Info on any image (default: no)",
         blocked_words="Words or phrases to refuse in prompts, comma-separated; 'none' clears them",
+        models="Models members may use, comma-separated ids or names; 'all' allows every one",
     )
     async def settings(
         self,
@@ -61,6 +79,7 @@ class AdminCog(commands.Cog):
         unfiltered_in_nsfw: bool | None = None,
         open_rerolls: bool | None = None,
         blocked_words: app_commands.Range[str, 1, 2000] | None = None,
+        models: app_commands.Range[str, 1, 1000] | None = None,
     ) -> None:
         """Show or change fluxbot's content settings for this server (Manage Server)."""
         if interaction.guild_id is None or not interaction.permissions.manage_guild:
@@ -80,6 +99,12 @@ class AdminCog(commands.Cog):
                 await reply(interaction, f"{exc.user_message} Nothing was changed.")
                 return
             changes["blocked_terms"] = terms
+        if models is not None:
+            try:
+                changes["allowed_models"] = parse_models(models, self.bot.settings.enabled_models)
+            except ModelsRejected as exc:
+                await reply(interaction, f"{exc.user_message} Nothing was changed.")
+                return
         if changes:
             current = current.model_copy(update=changes)
             await self.bot.store.guild_settings.save(current, updated_by=interaction.user.id)
@@ -89,7 +114,7 @@ class AdminCog(commands.Cog):
                 interaction.user.id,
                 ", ".join(sorted(changes)),
             )
-        await reply(interaction, describe(current))
+        await reply(interaction, describe(current, self.bot.settings))
 
 
 async def setup(bot: FluxBot) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
 )
 
-from services.store.columns import Id, IdList, ParametersJSON, UTCDateTime
+from services.store.columns import Id, IdList, ParametersJSON, TextList, UTCDateTime
 from services.store.records import MODEL_ID_MAX
 
 metadata = MetaData()
@@ -63,6 +63,12 @@ generations = Table(
     # Set when a member deleted the result (Delete button); /history leaves it out.
     Column("deleted_at", UTCDateTime),
     Column("deleted_by", BigInteger),
+    # /edit's second and third pictures, re-hosted on the card after the first (v0006).
+    Column("extra_reference_urls", TextList),
+    # A reference that is neither on the card nor a result image: a copy fitted to the model's
+    # input limits, posted in the results thread (v0006).
+    Column("reference_channel_id", BigInteger),
+    Column("reference_message_id", BigInteger),
     Index("ix_generations_user_created", "user_id", "created_at"),
     Index("ix_generations_guild_created", "guild_id", "created_at"),
     Index("ix_generations_card", "card_message_id"),
@@ -84,6 +90,8 @@ guild_settings = Table(
     Column("unfiltered_in_nsfw", Boolean, nullable=False, server_default="0"),
     Column("open_rerolls", Boolean, nullable=False, server_default="0"),
     Column("blocked_terms", Text),
+    # The models members may use, a JSON list; NULL: every model the operator enabled (v0006).
+    Column("allowed_models", TextList),
     Column("updated_by", BigInteger),
     Column("updated_at", UTCDateTime),
 )

@@ -24,7 +24,7 @@ async def test_a_v4_database_gains_the_columns_and_keeps_its_rows(db_url: str) -
                     "'{\"prompt\": \"old\"}', 'u', 'done', '2025-01-01 00:00:00.000000')"
                 )
             )
-        assert await migrate(engine) == 5
+        assert await migrate(engine, target=5) == 5
     finally:
         await engine.dispose()
     async with await Store.open(db_url) as store:
