@@ -105,6 +105,7 @@ class FluxBot(commands.Bot):
             max_concurrent=settings.max_concurrent_jobs,
             max_per_user=settings.max_queued_per_user,
             job_timeout_seconds=settings.job_timeout_seconds,
+            card_edit_interval=settings.card_edit_interval_seconds,
             metrics=self.metrics,
             prices=PriceList(settings.model_prices, megapixels=settings.max_input_megapixels),
             budgets=BudgetGuard(

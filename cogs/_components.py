@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import discord
@@ -21,13 +22,20 @@ from cogs._render import NO_MENTIONS
 from cogs._replies import UNEXPECTED, reply
 from services.errors import UserFacingError
 from services.jobs import QUEUED_FOR_RESTART
+from services.model_access import check_model
+from services.model_registry import REGISTRY, model_entry
 from services.parameters import (
+    ASPECT_RATIO,
+    DETAIL,
     GUIDANCE,
     PROMPT,
+    RESOLUTION,
     SEED,
     STEPS,
     STRENGTH,
+    ChoiceSpec,
     GenerationParameters,
+    NumberSpec,
     parse_parameters,
 )
 from services.safety import check_prompt
@@ -55,9 +63,21 @@ STARTED = {
     GenerationKind.REMIX: "✏️",
     GenerationKind.VARY: "🌱",
     GenerationKind.USE: "🖼️",
+    GenerationKind.EDIT_IMAGE: "✨",
+    GenerationKind.UPSCALE: "🔍",
 }
-#: The form's numeric fields, in order, after the prompt (a modal holds at most five inputs).
-REMIX_NUMBERS = (STRENGTH, SEED, STEPS, GUIDANCE)
+#: The form's fields after the prompt, in order, each only for a model that reads it (a modal
+#: holds at most five inputs: FLUX.1 [dev] fills them with the prompt and these first four).
+REMIX_KNOBS: tuple[NumberSpec | ChoiceSpec, ...] = (
+    STRENGTH,
+    SEED,
+    STEPS,
+    GUIDANCE,
+    ASPECT_RATIO,
+    RESOLUTION,
+    DETAIL,
+)
+MAX_MODAL_INPUTS = 5
 #: Room for any value in range (a ten-digit seed, ``0.123456789``).
 MAX_NUMBER_LENGTH = 12
 
@@ -202,10 +222,24 @@ class CancelButton(GenerationButton, template=r"fluxbot:cancel:(?P<id>[0-9]{1,20
 BUTTONS: tuple[type[GenerationButton], ...] = (RerollButton, RemixButton, CancelButton)
 
 
+def remix_knobs(model: str) -> tuple[NumberSpec | ChoiceSpec, ...]:
+    """The Remix form's fields after the prompt: what the generation's own model reads."""
+    entry = REGISTRY.get(model)
+    reads = entry.reads if entry is not None else (PROMPT.name, SEED.name)
+    room = MAX_MODAL_INPUTS - (PROMPT.name in reads)
+    return tuple(spec for spec in REMIX_KNOBS if spec.name in reads)[:room]
+
+
+def takes_prompt(model: str) -> bool:
+    entry = REGISTRY.get(model)
+    return entry is None or PROMPT.name in entry.reads
+
+
 class RemixModal(discord.ui.Modal):
     """Pre-filled with the generation's settings; answered by ``handle_remix_submit``.
 
     With ``image`` it is Use as input: the same form, with that result image as the reference.
+    Its fields are those the generation's model reads (an upscale has no prompt).
     """
 
     def __init__(self, generation: Generation, *, image: int | None = None) -> None:
@@ -216,29 +250,42 @@ class RemixModal(discord.ui.Modal):
             timeout=15 * 60,
         )
         parameters = generation.parameters
-        self.add_item(
-            discord.ui.TextInput(
-                custom_id=PROMPT.name,
-                label=PROMPT.label,
-                default=parameters.prompt,
-                style=discord.TextStyle.paragraph,
-                max_length=PROMPT.max_length,
-            )
-        )
-        shown = parameters.model_dump() | {SEED.name: generation.seed or parameters.seed}
-        for spec in REMIX_NUMBERS:
-            label = f"{spec.label} ({spec.range_text})"
-            if spec is SEED:
-                label = "Seed (keep it, or clear for a random one)"
+        if takes_prompt(generation.model):
             self.add_item(
                 discord.ui.TextInput(
-                    custom_id=spec.name,
-                    label=label,
-                    default=spec.show(shown[spec.name]),
-                    required=spec is not SEED,
-                    max_length=MAX_NUMBER_LENGTH,
+                    custom_id=PROMPT.name,
+                    label=PROMPT.label,
+                    default=parameters.prompt,
+                    style=discord.TextStyle.paragraph,
+                    max_length=PROMPT.max_length,
                 )
             )
+        shown = parameters.model_dump() | {SEED.name: generation.seed or parameters.seed}
+        for spec in remix_knobs(generation.model):
+            self.add_item(_knob_input(spec, shown[spec.name]))
+
+
+def _knob_input(spec: NumberSpec | ChoiceSpec, value: object) -> discord.ui.TextInput[Any]:
+    """One knob of the Remix form, pre-filled with ``value``."""
+    if isinstance(spec, ChoiceSpec):
+        return discord.ui.TextInput(
+            custom_id=spec.name,
+            label=spec.label,
+            placeholder=spec.choices_text[:100],
+            default=str(value),
+            max_length=max(len(choice) for choice in spec.choices),
+        )
+    label = f"{spec.label} ({spec.range_text})"
+    if spec is SEED:
+        label = "Seed (keep it, or clear for a random one)"
+    number = value if isinstance(value, int | float) else None
+    return discord.ui.TextInput(
+        custom_id=spec.name,
+        label=label,
+        default=spec.show(number),
+        required=spec is not SEED,
+        max_length=MAX_NUMBER_LENGTH,
+    )
 
 
 def modal_values(components: list[dict[str, Any]]) -> dict[str, str]:
@@ -269,15 +316,15 @@ async def handle_remix_submit(
         return
     data = cast(dict[str, Any], interaction.data or {})
     values = modal_values(list(data.get("components", [])))
-    typed = {spec.name: values.get(spec.name, "").strip() for spec in (PROMPT, *REMIX_NUMBERS)}
-    if not typed[SEED.name]:
-        del typed[SEED.name]  # cleared: a new random seed
+    fields = [spec.name for spec in remix_knobs(source.model)]
+    if takes_prompt(source.model):
+        fields.insert(0, PROMPT.name)
+    typed: dict[str, object] = {name: values.get(name, "").strip() for name in fields}
+    if typed.get(SEED.name) == "":
+        typed[SEED.name] = None  # cleared: a new random seed
     try:
-        parameters = parse_parameters(
-            **typed,
-            count=source.parameters.count,
-            safety_checker=source.parameters.safety_checker,
-        )
+        # What the form does not show stays as it was (count, the safety checker...).
+        parameters = parse_parameters(**(source.parameters.model_dump() | typed))
         if interaction.guild_id is not None:
             settings = await interaction.client.store.guild_settings.get(interaction.guild_id)
             check_prompt(parameters.prompt, settings)
@@ -296,18 +343,24 @@ async def start_follow_up(
     *,
     kind: GenerationKind,
     image: int | None = None,
+    model: str | None = None,
 ) -> None:
     """Queue a follow-up of ``source`` in the same thread and acknowledge the press.
 
-    ``image``: the new job's reference is that image of ``source``'s result (Vary, Use as input).
+    ``image``: the new job's reference is that image of ``source``'s result (Vary, Use as input,
+    Edit, Upscale). ``model``: another model than ``source``'s own (Vary, Edit, Upscale).
     """
     generations = interaction.client.generations
     follow_up = source.follow_up(
-        kind=kind, user_id=interaction.user.id, parameters=parameters, image=image
+        kind=kind, user_id=interaction.user.id, parameters=parameters, image=image, model=model
     )
     try:
+        await check_follow_up(interaction, follow_up.model, parameters, follow_up.references)
         await generations.admit(
-            interaction.user.id, interaction.guild_id, model=source.model, count=parameters.count
+            interaction.user.id,
+            interaction.guild_id,
+            model=follow_up.model,
+            count=parameters.count,
         )
         await interaction.response.defer()
         submitted = await generations.submit(follow_up)
@@ -331,6 +384,24 @@ async def start_follow_up(
         source.id,
         interaction.user.id,
     )
+
+
+async def check_follow_up(
+    interaction: Interaction,
+    model: str,
+    parameters: GenerationParameters,
+    references: Sequence[str],
+) -> None:
+    """Before answering: the guild allows the model, and the model takes the job (plain words).
+
+    The references are only counted here; a file over a model's limits is fitted or refused
+    when the job runs, where its bytes are at hand.
+    """
+    bot = interaction.client
+    guild_id = interaction.guild_id
+    settings = await bot.store.guild_settings.get(guild_id) if guild_id is not None else None
+    check_model(model, settings, bot.settings.enabled_models)
+    model_entry(model).validate(parameters, references)
 
 
 def card_view(generation: Generation) -> discord.ui.View | None:

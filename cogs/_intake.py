@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import discord
@@ -21,6 +22,8 @@ from cogs._uploads import uploads
 from services.errors import UserFacingError
 from services.images import ImageRejected, PreparedImage, fit_for_upload, normalise_reference
 from services.jobs import QUEUED_FOR_RESTART
+from services.model_access import check_model
+from services.model_registry import model_entry
 from services.parameters import GenerationParameters
 from services.safety import check_prompt, safety_checker_enabled
 from services.store import Generation, GenerationKind, NewGeneration
@@ -73,10 +76,14 @@ class Intake:
         *,
         kind: GenerationKind = GenerationKind.IMAGINE,
         source: tuple[int, int] | None = None,
+        model: str | None = None,
+        more_images: Sequence[ImageSource] = (),
     ) -> None:
         """Post the public job card as the answer, then take the picture in and queue the job.
 
         ``source``: the generation and image index the picture is a result of, for lineage.
+        ``model``: the model to run (default ``AIMLAPI_MODEL``); ``more_images``: further
+        references (``/edit``), re-hosted on the card after the first.
         """
         callback = await interaction.response.send_message(
             embed=render.pending_card_embed(parameters.prompt, interaction.user.id),
@@ -89,7 +96,14 @@ class Intake:
         try:
             async with self.intake:
                 generation = await self._start(
-                    interaction, card, parameters, image, kind=kind, source=source
+                    interaction,
+                    card,
+                    parameters,
+                    image,
+                    kind=kind,
+                    source=source,
+                    model=model,
+                    more_images=more_images,
                 )
         except UserFacingError as exc:
             await self._turn_card_down(
@@ -127,6 +141,8 @@ class Intake:
         *,
         kind: GenerationKind,
         source: tuple[int, int] | None,
+        model: str | None = None,
+        more_images: Sequence[ImageSource] = (),
     ) -> Generation:
         """After the card is up: the checks that need the bytes, the thread, then the queue."""
         reference = await self._prepare_reference(image)
@@ -134,12 +150,15 @@ class Intake:
             reference = await self.bot.images.run(
                 fit_reference, reference, limit=interaction.filesize_limit
             )
+        more = [await self._more_reference(interaction, extra) for extra in more_images]
         thread_id = await self._results_thread(interaction, card, parameters.prompt)
-        reference_url = await self._rehost(card, reference, parameters.prompt, interaction.user.id)
+        reference_url, *extra_urls = await self._rehost(
+            card, [reference, *more], parameters.prompt, interaction.user.id
+        )
         new = NewGeneration(
             parameters=parameters,
             kind=kind,
-            model=self.bot.settings.aimlapi_model,
+            model=model or self.bot.settings.aimlapi_model,
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
             channel_id=card.channel.id,
@@ -147,6 +166,7 @@ class Intake:
             card_channel_id=card.channel.id,
             card_message_id=card.id,
             reference_url=reference_url,
+            extra_reference_urls=tuple(extra_urls),
             upload_limit=interaction.filesize_limit,
             source_id=source[0] if source else None,
             source_image=source[1] if source else None,
@@ -154,11 +174,24 @@ class Intake:
         return (await self.bot.generations.submit(new)).generation
 
     async def apply_policy(
-        self, interaction: Interaction, parameters: GenerationParameters
+        self,
+        interaction: Interaction,
+        parameters: GenerationParameters,
+        *,
+        model: str | None = None,
+        references: Sequence[str] = ("",),
     ) -> GenerationParameters:
-        """The guild's blocked terms, and the safety checker: on unless allowed off right here."""
+        """The guild's blocked terms, and the safety checker: on unless allowed off right here.
+
+        Also whether the guild allows ``model`` (default ``AIMLAPI_MODEL``), and whether that
+        model takes these parameters and this many ``references`` (only counted here), so what
+        it refuses is said in plain words before answering and before any call.
+        """
         guild_id = interaction.guild_id
         settings = await self.bot.store.guild_settings.get(guild_id) if guild_id else None
+        model = model or self.bot.settings.aimlapi_model
+        check_model(model, settings, self.bot.settings.enabled_models)
+        model_entry(model).validate(parameters, references)
         check_prompt(parameters.prompt, settings)
         checker = safety_checker_enabled(settings, channel_nsfw=render.is_nsfw(interaction.channel))
         return parameters.model_copy(update={"safety_checker": checker})
@@ -168,6 +201,15 @@ class Intake:
         channel_id = interaction.channel_id or 0
         messageable = self.bot.get_partial_messageable(channel_id, guild_id=interaction.guild_id)
         return messageable.get_partial_message(card_id)
+
+    async def _more_reference(self, interaction: Interaction, image: ImageSource) -> PreparedImage:
+        """A further picture (``/edit``), checked and prepared like the first."""
+        reference = await self._prepare_reference(image)
+        if len(reference.data) > interaction.filesize_limit:
+            reference = await self.bot.images.run(
+                fit_reference, reference, limit=interaction.filesize_limit
+            )
+        return reference
 
     async def _prepare_reference(self, image: ImageSource) -> PreparedImage:
         try:
@@ -182,16 +224,27 @@ class Intake:
         )
 
     async def _rehost(
-        self, card: discord.PartialMessage, reference: PreparedImage, prompt: str, user_id: int
-    ) -> str:
-        """Put the normalised reference on the card: its URL can be refreshed for months."""
+        self,
+        card: discord.PartialMessage,
+        references: Sequence[PreparedImage],
+        prompt: str,
+        user_id: int,
+    ) -> list[str]:
+        """Put the normalised references on the card, in one edit: their URLs can be refreshed
+        for months (``reference.png``, then ``reference-2.png``...)."""
         embed = render.pending_card_embed(prompt, user_id, status="⏳ Queued")
-        with uploads([(reference.data, reference.filename, False)]) as files:
+        names = [
+            f"{render.reference_stem(index)}.{reference.filename.rpartition('.')[2]}"
+            for index, reference in enumerate(references)
+        ]
+        items = [(ref.data, name, False) for ref, name in zip(references, names, strict=True)]
+        with uploads(items) as files:
             edited = await card.edit(
                 embed=embed, attachments=files, allowed_mentions=render.NO_MENTIONS
             )
         self.bot.generations.cards.note_edited(card.id)
-        return edited.attachments[0].url
+        by_name = {attachment.filename: attachment.url for attachment in edited.attachments}
+        return [by_name[name] for name in names]
 
     async def _results_thread(
         self, interaction: Interaction, card: discord.PartialMessage, prompt: str

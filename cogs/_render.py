@@ -10,6 +10,19 @@ import discord
 
 from services.aimlapi import GenerationResult
 from services.costs import format_usd
+from services.images import EncodedFile
+from services.model_registry import REGISTRY, InputLimits, ModelKind
+from services.parameters import (
+    ASPECT_RATIO,
+    DETAIL,
+    GUIDANCE,
+    RESOLUTION,
+    SEED,
+    STEPS,
+    STRENGTH,
+    ChoiceSpec,
+    NumberSpec,
+)
 from services.store import ApiAttemptRecord, Generation, GenerationKind, GenerationStatus
 
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -19,6 +32,20 @@ THREAD_NAME_MAX = 100
 #: Room left for the prompt once titles and fields are counted against the 6000-char total.
 PROMPT_DISPLAY_MAX = 4000
 ELLIPSIS = "…"
+#: What the job card's reference files are called: ``reference.png``, ``reference-2.png``...
+REFERENCE_STEM = "reference"
+#: The knobs an embed may show, in this order, each only for a model that reads it.
+SHOWN: tuple[NumberSpec | ChoiceSpec, ...] = (
+    SEED,
+    STRENGTH,
+    STEPS,
+    GUIDANCE,
+    ASPECT_RATIO,
+    RESOLUTION,
+    DETAIL,
+)
+#: What a model the registry no longer lists is assumed to read.
+READS_UNKNOWN = ("prompt", "seed", "count")
 MISSING_PERMISSION = (
     "I'm missing a permission here (Attach Files, Embed Links or Read Message History). "
     "Ask an admin to check my role, then try again."
@@ -56,14 +83,42 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
-def parameter_fields(embed: discord.Embed, generation: Generation, *, seed: int | None) -> None:
-    embed.add_field(name="Seed", value=str(seed) if seed else "random")
-    parameters = generation.parameters
-    embed.add_field(name="Strength", value=_number(parameters.strength))
-    embed.add_field(name="Steps", value=str(parameters.steps))
-    embed.add_field(name="Guidance", value=_number(parameters.guidance))
-    if parameters.count > 1:
-        embed.add_field(name="Images", value=str(parameters.count))
+def reference_stem(index: int) -> str:
+    """The file name (without extension) of a job's reference ``index`` on its card, from 0."""
+    return REFERENCE_STEM if index == 0 else f"{REFERENCE_STEM}-{index + 1}"
+
+
+def model_reads(model: str) -> tuple[str, ...]:
+    """The parameters a model uses (from the registry): all that is worth showing of a job."""
+    entry = REGISTRY.get(model)
+    return entry.reads if entry is not None else READS_UNKNOWN
+
+
+def parameter_fields(
+    embed: discord.Embed, generation: Generation, *, seed: int | None, model: bool = True
+) -> None:
+    """The knobs the generation's model reads, as fields; the rest would only mislead.
+
+    ``model``: name the model first, unless it is the image-to-image one every remix uses.
+    """
+    reads = model_reads(generation.model)
+    entry = REGISTRY.get(generation.model)
+    if model and entry is not None and entry.kind is not ModelKind.IMG2IMG:
+        embed.add_field(name="Model", value=entry.label)
+    values = generation.parameters.model_dump()
+    for spec in SHOWN:
+        if spec.name not in reads:
+            continue
+        if spec is SEED:
+            embed.add_field(name=SEED.label, value=str(seed) if seed else "random")
+        elif isinstance(spec, NumberSpec):
+            value = values[spec.name]
+            shown = str(int(value)) if spec.kind is int else _number(value)
+            embed.add_field(name=spec.label, value=shown)
+        else:
+            embed.add_field(name=spec.label, value=str(values[spec.name]))
+    if "count" in reads and generation.parameters.count > 1:
+        embed.add_field(name="Images", value=str(generation.parameters.count))
 
 
 def timestamp(moment: datetime) -> str:
@@ -152,7 +207,8 @@ def lineage(generation: Generation, source: Generation | None) -> str | None:
     """
     if generation.source_id is None or generation.source_image is None:
         card = card_url(generation)
-        return f"[the picture on the job card]({card})" if card else None
+        pictures = "pictures" if generation.extra_reference_urls else "picture"
+        return f"[the {pictures} on the job card]({card})" if card else None
     text = f"image {generation.source_image + 1} of job {generation.source_id}"
     link = result_url(source) if source is not None and source.deleted_at is None else None
     return f"[{text}]({link})" if link else f"{text} (deleted)"
@@ -164,8 +220,10 @@ def result_embed(
     *,
     image_filename: str | None,
     source: Generation | None = None,
+    notes: Sequence[str] = (),
 ) -> discord.Embed:
-    """``source``: the generation whose result image this one started from, for the link."""
+    """``source``: the generation whose result image this one started from, for the link;
+    ``notes``: what a member should know about the files (re-encoded to fit)."""
     embed = discord.Embed(description=display_prompt(generation.parameters.prompt), colour=COLOUR)
     parameter_fields(embed, generation, seed=result.seed)
     if result.inference_seconds is not None:
@@ -174,6 +232,8 @@ def result_embed(
     came_from = lineage(generation, source)
     if came_from:
         embed.add_field(name="From", value=came_from, inline=False)
+    if notes:
+        embed.add_field(name="Note", value=shorten("\n".join(notes), 1024), inline=False)
     if image_filename:
         embed.set_image(url=f"attachment://{image_filename}")
     embed.set_footer(text=f"fluxbot · job {generation.id}")
@@ -191,7 +251,46 @@ KIND_NAMES = {
     GenerationKind.VARY: "Vary",
     GenerationKind.USE: "Use as input",
     GenerationKind.MESSAGE: "Remix with fluxbot",
+    GenerationKind.EDIT: "/edit",
+    GenerationKind.EDIT_IMAGE: "Edit",
+    GenerationKind.UPSCALE: "Upscale",
 }
+
+
+def _megabytes(size: int) -> str:
+    """Sizes against a model's documented limits, which are decimal (4.7 MB)."""
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def _format(content_type: str) -> str:
+    return content_type.removeprefix("image/").upper()
+
+
+def _mebibytes(size: int) -> str:
+    """Sizes against Discord's upload limits, which are MiB (10 MiB reads as 10 MB)."""
+    return f"{size / 1024 / 1024:.1f}".removesuffix(".0") + " MB"
+
+
+def reencoded_note(number: int, original: int, encoded: EncodedFile, limit: int) -> str:
+    """Why image ``number`` (from 1) is not the file the model made."""
+    return (
+        f"Image {number} was re-encoded as {_format(encoded.content_type)} "
+        f"({encoded.width}×{encoded.height}, {_mebibytes(len(encoded.data))}; the original was "
+        f"{_mebibytes(original)}) to fit this channel's {_mebibytes(limit)} upload limit."
+    )
+
+
+def fitted_reference_text(
+    label: str, image: int, original: int, fitted: EncodedFile, limits: InputLimits
+) -> str:
+    """Posted with the fitted copy of a result image that a model takes only smaller."""
+    accepted = " or ".join(limits.types.values())
+    return (
+        f"🔍 Image {image + 1} is {_megabytes(original)}; {label} takes {accepted} files of at "
+        f"most {_megabytes(limits.max_bytes)} and {limits.max_side}×{limits.max_side} pixels, "
+        f"so it gets this copy ({_format(fitted.content_type)}, {fitted.width}×{fitted.height}, "
+        f"{_megabytes(len(fitted.data))})."
+    )
 
 
 def took(generation: Generation) -> str | None:
@@ -217,7 +316,7 @@ def info_embed(
         colour=COLOUR,
     )
     embed.add_field(name="Model", value=shorten(generation.model, 200), inline=False)
-    parameter_fields(embed, generation, seed=generation.seed or parameters.seed)
+    parameter_fields(embed, generation, seed=generation.seed or parameters.seed, model=False)
     embed.add_field(name="Safety checker", value="on" if parameters.safety_checker else "off")
     taken = took(generation)
     if taken:

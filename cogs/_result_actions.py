@@ -1,11 +1,12 @@
 """A result message's actions besides Reroll and Remix, and the view that lays them all out.
 
 On the message: Info and Delete. On each result image (DESIGN §8): the entries of
-:data:`IMAGE_ACTIONS` (Vary subtle/strong, Use as input). With one image they are buttons
-``fluxbot:<action>:<generation id>:0`` in one row; with several, each image gets one select menu
-``fluxbot:image:<generation id>:<n>`` listing them (at most 4 images: 1 + 4 rows of Discord's 5).
-Adding a per-image action is one :class:`ImageAction` entry. Like every button here these are
-``DynamicItem``s keyed by a stored generation, so they work after any restart.
+:data:`IMAGE_ACTIONS` (Vary subtle/strong, Upscale, Edit, Use as input). With one image they are
+buttons ``fluxbot:<action>:<generation id>:0`` in one row; with several, each image gets one
+select menu ``fluxbot:image:<generation id>:<n>`` listing them (at most 4 images: 1 + 4 rows of
+Discord's 5). Adding a per-image action is one :class:`ImageAction` entry (a row holds five
+buttons, so five actions fit). Like every button here these are ``DynamicItem``s keyed by a
+stored generation, so they work after any restart.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from cogs._components import (
     pressable,
     start_follow_up,
 )
+from cogs._editing import edit_image, upscale_image
 from cogs._replies import UNEXPECTED, reply
 from services.store import Generation, GenerationKind
 
@@ -56,10 +58,16 @@ class ImageAction:
 async def _vary(
     interaction: Interaction, generation: Generation, image: int, strength: float
 ) -> None:
-    """That image as the reference, the same prompt, a new seed, a set strength."""
+    """That image as the reference, the same prompt, a new seed, a set strength: image to image
+    (``AIMLAPI_MODEL``) whichever model made it."""
     parameters = generation.parameters.model_copy(update={"seed": None, "strength": strength})
     await start_follow_up(
-        interaction, generation, parameters, kind=GenerationKind.VARY, image=image
+        interaction,
+        generation,
+        parameters,
+        kind=GenerationKind.VARY,
+        image=image,
+        model=interaction.client.settings.aimlapi_model,
     )
 
 
@@ -79,6 +87,8 @@ async def use_as_input(interaction: Interaction, generation: Generation, image: 
 IMAGE_ACTIONS: tuple[ImageAction, ...] = (
     ImageAction("vary-subtle", "Vary (subtle)", "🌱", vary_subtle),
     ImageAction("vary-strong", "Vary (strong)", "🌪️", vary_strong),
+    ImageAction("upscale", "Upscale", "🔍", upscale_image),
+    ImageAction("edit", "Edit", "✨", edit_image),
     ImageAction("use", "Use as input", "🖼️", use_as_input),
 )
 _BY_NAME = {action.name: action for action in IMAGE_ACTIONS}

@@ -1,4 +1,4 @@
-"""``/fluxbot-settings``: a guild's content policy and budgets, for members with Manage Server.
+"""``/fluxbot-settings``: a guild's content policy, models and budgets, for Manage Server.
 
 ``default_permissions`` only hides the command; a guild can grant it to anyone under Server
 Settings -> Integrations, and a client can send any interaction, so the callback checks the
@@ -15,7 +15,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._replies import reply
+from services.config import Settings
 from services.costs import format_usd, parse_usd, usd_to_nanos
+from services.model_access import ModelsRejected, allowed_models, model_label, parse_models
 from services.safety import GuildSettings, TermsRejected, describe_terms, parse_terms
 from services.store import Budgets
 
@@ -56,7 +58,21 @@ def describe_budgets(budgets: Budgets) -> str:
     )
 
 
-def describe(settings: GuildSettings) -> str:
+def describe_models(settings: GuildSettings, bot_settings: Settings) -> str:
+    """Which models members may use here, and which does what."""
+    enabled = bot_settings.enabled_models
+    allowed = allowed_models(settings, enabled)
+    names = ", ".join(f"{model_label(m)} (`{m}`)" for m in allowed) or "none"
+    scope = "all this bot offers" if not settings.allowed_models else "only"
+    uses = (
+        f"/imagine and Vary: {model_label(bot_settings.aimlapi_model)}; "
+        f"/edit and Edit: {model_label(bot_settings.edit_model)}; "
+        f"Upscale: {model_label(bot_settings.upscale_model)}"
+    )
+    return f"• Models: {scope}: {names}\n  ({uses})"
+
+
+def describe(settings: GuildSettings, bot_settings: Settings) -> str:
     checker = (
         "off in channels marked NSFW, on everywhere else"
         if settings.unfiltered_in_nsfw
@@ -67,9 +83,10 @@ def describe(settings: GuildSettings) -> str:
     return (
         "**fluxbot settings for this server**\n"
         f"• Safety checker: {checker}\n"
-        f"• Reroll, Remix, Info, Vary and Use as input: {rerolls} (Delete: the member who "
-        "asked, and moderators)\n"
-        f"• Blocked words: {terms}"
+        f"• Reroll, Remix, Info, Vary, Upscale, Edit and Use as input: {rerolls} (Delete: the "
+        "member who asked, and moderators)\n"
+        f"• Blocked words: {terms}\n"
+        f"{describe_models(settings, bot_settings)}"
     )
 
 
@@ -88,6 +105,7 @@ class AdminCog(commands.Cog):
         member_daily_budget="USD each member may spend per UTC day, e.g. 0.5; 'none' for no limit",
         member="A member to give a budget of their own (with member_budget)",
         member_budget="That member's USD per UTC day; 'default' gives them the member budget again",
+        models="Models members may use, comma-separated ids or names; 'all' allows every one",
     )
     async def settings(
         self,
@@ -95,6 +113,7 @@ class AdminCog(commands.Cog):
         unfiltered_in_nsfw: bool | None = None,
         open_rerolls: bool | None = None,
         blocked_words: app_commands.Range[str, 1, 2000] | None = None,
+        models: app_commands.Range[str, 1, 1000] | None = None,
         daily_budget: app_commands.Range[str, 1, 20] | None = None,
         member_daily_budget: app_commands.Range[str, 1, 20] | None = None,
         member: discord.Member | None = None,
@@ -118,6 +137,12 @@ class AdminCog(commands.Cog):
                 await reply(interaction, f"{exc.user_message} Nothing was changed.")
                 return
             changes["blocked_terms"] = terms
+        if models is not None:
+            try:
+                changes["allowed_models"] = parse_models(models, self.bot.settings.enabled_models)
+            except ModelsRejected as exc:
+                await reply(interaction, f"{exc.user_message} Nothing was changed.")
+                return
         if (member is None) != (member_budget is None):
             await reply(interaction, "Give both member and member_budget. Nothing was changed.")
             return
@@ -137,7 +162,8 @@ class AdminCog(commands.Cog):
                 interaction.user.id,
                 ", ".join(sorted(changes)),
             )
-        await reply(interaction, f"{describe(current)}\n{describe_budgets(budgets)}")
+        text = f"{describe(current, self.bot.settings)}\n{describe_budgets(budgets)}"
+        await reply(interaction, text)
 
     async def _change_budgets(
         self,

@@ -18,8 +18,9 @@ from cogs._result_actions import result_view
 from cogs._uploads import uploads
 from services.aimlapi import GenerationResult
 from services.images import EncodedFile, ImageRejected, fit_for_upload
+from services.model_registry import ReferenceInfo, model_entry
 from services.store import Generation, GenerationKind
-from services.worker import DeliveryFailed, ReferenceUnavailable
+from services.worker import DeliveryFailed, ReferenceUnavailable, ReferenceUnreadable
 
 if TYPE_CHECKING:
     from bot import FluxBot
@@ -27,9 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-REFERENCE_STEM = "reference"
-#: Jobs whose stored reference URL was signed just before they were queued.
-FRESH_ON_FIRST_RUN = frozenset({GenerationKind.IMAGINE, GenerationKind.MESSAGE})
+#: Jobs whose stored reference URLs were signed just before they were queued.
+FRESH_ON_FIRST_RUN = frozenset(
+    {GenerationKind.IMAGINE, GenerationKind.MESSAGE, GenerationKind.EDIT}
+)
 SOURCE_GONE = (
     "The image this was made from is gone (its message was deleted), so it can't be used "
     "again. Pick another image, or start again with /imagine."
@@ -87,35 +89,56 @@ class DiscordPublisher:
 
     # -- results ------------------------------------------------------------------------
 
-    async def fresh_reference_url(self, generation: Generation) -> str:
-        """The card's reference URL, fetched again unless it was attached a moment ago.
+    async def fresh_reference_urls(self, generation: Generation) -> list[str]:
+        """The job's references, each fetched again unless attached a moment ago.
 
         Signed CDN URLs expire after about a day, so any later job (reroll, remix, resumed
-        job) asks Discord for the card again, which also notices a deleted card. A reference
-        that is a result image (Vary, Use as input) is fetched from its result message the
-        same way, every time.
+        job) asks Discord for the card again, which also notices a deleted card; ``/edit``'s
+        further pictures are on the card after the first. A reference that is a result image
+        (Vary, Use as input, Edit, Upscale) is fetched from its result message the same way,
+        every time, and replaced by a fitted copy when the model's input limits refuse it.
         """
         if generation.kind in FRESH_ON_FIRST_RUN and generation.attempts <= 1:
-            return generation.reference_url
-        if generation.source_id is not None and generation.source_image is not None:
-            image_url = await self._result_image_url(generation.source_id, generation.source_image)
-            await self.bot.store.generations.set_reference_url(generation.id, image_url)
-            return image_url
-        if generation.card_message_id is None or generation.card_channel_id is None:
+            return list(generation.references)
+        if (
+            generation.reference_message_id is not None
+            and generation.reference_channel_id is not None
+        ):
+            urls = await self._reference_files(
+                generation.reference_channel_id, generation.reference_message_id, generation
+            )
+        elif generation.source_id is not None and generation.source_image is not None:
+            attachment = await self._result_image(generation.source_id, generation.source_image)
+            urls = [await self._within_input_limits(generation, attachment)]
+        elif generation.card_message_id is not None and generation.card_channel_id is not None:
+            urls = await self._reference_files(
+                generation.card_channel_id, generation.card_message_id, generation
+            )
+        else:
             raise ReferenceUnavailable()
-        channel = self._messageable(generation.card_channel_id, generation.guild_id)
+        await self.bot.store.generations.set_reference_urls(generation.id, urls)
+        return urls
+
+    async def _reference_files(
+        self, channel_id: int, message_id: int, generation: Generation
+    ) -> list[str]:
+        """Fresh URLs of the reference files on a message (the card, or a fitted copy)."""
+        channel = self._messageable(channel_id, generation.guild_id)
         try:
-            card = await channel.fetch_message(generation.card_message_id)
+            message = await channel.fetch_message(message_id)
         except discord.NotFound:
             raise ReferenceUnavailable() from None
-        url = next((a.url for a in card.attachments if a.filename.startswith(REFERENCE_STEM)), None)
-        if url is None:
-            raise ReferenceUnavailable()
-        await self.bot.store.generations.set_reference_url(generation.id, url)
-        return url
+        urls = []
+        for index in range(len(generation.references)):
+            stem = f"{render.reference_stem(index)}."
+            url = next((a.url for a in message.attachments if a.filename.startswith(stem)), None)
+            if url is None:
+                raise ReferenceUnavailable()
+            urls.append(url)
+        return urls
 
-    async def _result_image_url(self, generation_id: int, image: int) -> str:
-        """A fresh URL of image ``image`` (from 0) of a generation's posted result."""
+    async def _result_image(self, generation_id: int, image: int) -> discord.Attachment:
+        """Image ``image`` (from 0) of a generation's posted result, with a fresh URL."""
         source = await self.bot.store.generations.get(generation_id)
         if source is None or source.deleted_at is not None:
             raise ReferenceUnavailable(SOURCE_GONE)
@@ -131,9 +154,61 @@ class DiscordPublisher:
                     continue
                 for attachment in message.attachments:
                     if attachment.filename.removeprefix("SPOILER_").startswith(f"{wanted}."):
-                        return attachment.url
+                        return attachment
                 break
         raise ReferenceUnavailable(SOURCE_GONE)
+
+    async def _within_input_limits(
+        self, generation: Generation, attachment: discord.Attachment
+    ) -> str:
+        """The attachment's URL, or a copy fitted to the model's input limits, re-hosted.
+
+        The copy is posted in the results thread (saying why) and recorded as the job's
+        reference message, so a reroll of it fetches the same copy again.
+        """
+        entry = model_entry(generation.model)
+        limits = entry.input_limits
+        if limits is None or limits.allows(
+            byte_size=attachment.size,
+            width=attachment.width,
+            height=attachment.height,
+            content_type=attachment.content_type,
+        ):
+            return attachment.url
+        try:
+            data = await attachment.read()
+        except discord.NotFound:
+            raise ReferenceUnavailable(SOURCE_GONE) from None
+        except discord.HTTPException as exc:
+            raise ReferenceUnreadable(detail=f"result image download failed: {exc}") from None
+        measured = ReferenceInfo.measure(data)
+        if measured is not None and limits.problem(entry.label, measured) is None:
+            return attachment.url  # Discord's facts were missing, not over
+        fitted = await self.bot.images.run(
+            fit_for_upload,
+            data,
+            limit=limits.max_bytes,
+            max_side=limits.max_side,
+            types=tuple(limits.types),
+            stem=render.REFERENCE_STEM,
+        )
+        assert generation.source_image is not None  # a result image, so it has an index
+        note = render.fitted_reference_text(
+            entry.label, generation.source_image, len(data), fitted, limits
+        )
+        message = await self._send(generation, [(fitted, False)], content=note)
+        url = message.attachments[0].url
+        await self.bot.store.generations.set_reference_message(
+            generation.id, channel_id=message.channel.id, message_id=message.id, url=url
+        )
+        log.info(
+            "generation %s: input fitted to %s (%d -> %d bytes)",
+            generation.id,
+            entry.id,
+            len(data),
+            len(fitted.data),
+        )
+        return url
 
     async def job_succeeded(
         self, generation: Generation, result: GenerationResult, images: list[bytes]
@@ -147,6 +222,7 @@ class DiscordPublisher:
         withheld = len(images) - len(shown)
         limit = self.upload_limit(generation)
         files: list[tuple[EncodedFile, bool]] = []
+        notes: list[str] = []
         for index, (data, flagged) in enumerate(shown, start=1):
             try:
                 # Numbered as posted: the image buttons' index n is file n + 1.
@@ -157,8 +233,10 @@ class DiscordPublisher:
                 await self._send_text(generation, render.failure_text(exc.user_message))
                 continue
             files.append((encoded, flagged))
+            if encoded.reencoded:
+                notes.append(render.reencoded_note(len(files), len(data), encoded, limit))
         try:
-            message_ids = await self._send_results(generation, result, files, limit)
+            message_ids = await self._send_results(generation, result, files, limit, notes)
         except discord.Forbidden as exc:
             raise DeliveryFailed(render.MISSING_PERMISSION) from exc
         if withheld:
@@ -207,8 +285,10 @@ class DiscordPublisher:
         result: GenerationResult,
         encoded: list[tuple[EncodedFile, bool]],
         limit: int,
+        notes: list[str],
     ) -> list[int]:
-        """Send files in as few messages as the upload limit allows; the first carries the embed."""
+        """Send files in as few messages as the upload limit allows; the first carries the embed
+        (with ``notes``: which files had to be re-encoded to fit)."""
         batches: list[list[tuple[EncodedFile, bool]]] = []
         size = 0
         for item in encoded:
@@ -223,7 +303,9 @@ class DiscordPublisher:
         source = None
         if generation.source_id is not None:
             source = await self.bot.store.generations.get(generation.source_id)
-        embed = render.result_embed(generation, result, image_filename=shown, source=source)
+        embed = render.result_embed(
+            generation, result, image_filename=shown, source=source, notes=notes
+        )
         if not batches:
             return [(await self._send(generation, [], embed=embed, view=view)).id]
         ids = []

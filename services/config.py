@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     api_deadline_seconds: float = Field(default=180.0, gt=0)
     job_timeout_seconds: float = Field(default=600.0, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    #: One job card is edited at most this often; edits asked for meanwhile merge into one.
+    card_edit_interval_seconds: float = Field(default=1.0, ge=0, le=60)
     #: Generations per member / per guild each UTC day; 0 = unlimited.
     user_daily_limit: int = Field(default=0, ge=0)
     guild_daily_limit: int = Field(default=0, ge=0)

@@ -52,6 +52,7 @@ class GenerationService:
         max_concurrent: int,
         max_per_user: int,
         job_timeout_seconds: float,
+        card_edit_interval: float = 1.0,
         now: Callable[[], datetime] = utc_now,
         prices: PriceList | None = None,
         budgets: BudgetGuard | None = None,
@@ -72,7 +73,7 @@ class GenerationService:
         self._admission = asyncio.Lock()
         self._resumed = False
         #: Job cards: every edit goes through one coalescing updater, so edits never race.
-        self.cards = CardUpdater(self._edit_card)
+        self.cards = CardUpdater(self._edit_card, min_interval=card_edit_interval)
         worker = GenerationWorker(
             store=store,
             api=api,

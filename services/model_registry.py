@@ -12,6 +12,7 @@ from __future__ import annotations
 from services.models.dreamina import DREAMINA_UPSCALE, DREAMINA_UPSCALE_ENTRY
 from services.models.entry import (
     BodyInput,
+    InputLimits,
     ModelEntry,
     ModelKind,
     ReferenceInfo,
@@ -71,6 +72,7 @@ __all__ = [
     "REGISTRY",
     "BodyInput",
     "FluxImageToImageBody",
+    "InputLimits",
     "ModelEntry",
     "ModelKind",
     "ReferenceInfo",

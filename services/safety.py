@@ -103,6 +103,8 @@ class GuildSettings(BaseModel):
     #: Anyone may press Reroll/Remix on anyone's result, not only its author and moderators.
     open_rerolls: bool = False
     blocked_terms: tuple[str, ...] = Field(default=(), max_length=MAX_TERMS)
+    #: The models members may use (``services.model_access``); empty: every enabled one.
+    allowed_models: tuple[str, ...] = ()
 
     @field_validator("blocked_terms", mode="before")
     @classmethod

@@ -66,7 +66,8 @@ class NoPublisher(UserFacingError):
 class Publisher(Protocol):
     """What the services need from Discord; the delivery extension implements it."""
 
-    async def fresh_reference_url(self, generation: Generation) -> str: ...
+    async def fresh_reference_urls(self, generation: Generation) -> list[str]:
+        """Every reference of the job at a URL the API can fetch now, the first one first."""
 
     async def job_succeeded(
         self, generation: Generation, result: GenerationResult, images: list[bytes]
@@ -113,12 +114,12 @@ class GenerationWorker:
         started = time.monotonic()
         self._show_on_card(generation)
         try:
-            image_url = await publisher.fresh_reference_url(generation)
+            image_urls = await publisher.fresh_reference_urls(generation)
             entry = model_entry(generation.model)
             reference = None
             if entry.needs_reference(generation.parameters):
-                reference = await self._measure_reference(image_url)
-            body = entry.request_body(generation.parameters, [image_url], reference=reference)
+                reference = await self._measure_reference(image_urls[0])
+            body = entry.request_body(generation.parameters, image_urls, reference=reference)
             # 429s are the queue's business: it slows down as a whole (DESIGN §7).
             result, api_seconds = await self._call_api(generation, body)
             job.api_call_done()

@@ -55,6 +55,8 @@ class World:
             "aimlapi_base_url": self.api.base_url,
             "database_url": self.database_url,
             "shutdown_grace_seconds": 5,
+            # Cards edited as often as the fake Discord allows, so tests wait less.
+            "card_edit_interval_seconds": 0.1,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

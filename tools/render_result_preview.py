@@ -38,7 +38,17 @@ MENTION_BACKGROUND = (60, 66, 112)
 BUTTON = {1: (88, 101, 242), 2: (78, 80, 88), 3: (36, 128, 70), 4: (218, 55, 60)}
 SELECT = (30, 31, 34)
 #: Emoji the bot uses, as the nearest symbol DejaVu Sans has.
-SYMBOLS = {"🎲": "⚄", "✏️": "✎", "ℹ️": "ℹ", "🗑️": "✕", "🌱": "☘", "🌪️": "≋", "🖼️": "▣"}
+SYMBOLS = {
+    "🎲": "⚄",
+    "✏️": "✎",
+    "ℹ️": "ℹ",
+    "🗑️": "✕",
+    "🌱": "☘",
+    "🌪️": "≋",
+    "🖼️": "▣",
+    "🔍": "⚲",
+    "✨": "✦",
+}
 WIDTH = 820
 MARGIN = 20
 CONTENT_X = 88  # where Discord starts a message's body, right of the avatar

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -30,6 +30,8 @@ UPLOAD_MIN_LONG_SIDE: Final = 256
 #: Format limits on a side: beyond them the encoders refuse, so those candidates are skipped.
 _WEBP_MAX_SIDE: Final = 16383
 _JPEG_MAX_SIDE: Final = 65500
+#: What a Discord upload may be: every format of the ladder.
+UPLOAD_TYPES: Final = frozenset({"image/png", "image/webp", "image/jpeg"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,33 +46,43 @@ class EncodedFile:
     reencoded: bool
 
 
-def _encodings(image: Image.Image, *, with_png: bool) -> Iterator[tuple[bytes, str]]:
+def _encodings(
+    image: Image.Image, *, with_png: bool, types: Collection[str] = UPLOAD_TYPES
+) -> Iterator[tuple[bytes, str]]:
     """Candidate files in order of preference (lossless, then the better lossy, then JPEG)."""
-    if with_png:
+    if with_png and "image/png" in types:
         yield _save(image, "PNG", optimize=True), "image/png"
     long_side = max(image.size)
-    if long_side <= _WEBP_MAX_SIDE:
+    if long_side <= _WEBP_MAX_SIDE and "image/webp" in types:
         yield _save(image, "WEBP", quality=UPLOAD_WEBP_QUALITY), "image/webp"
-    if long_side <= _JPEG_MAX_SIDE:
+    if long_side <= _JPEG_MAX_SIDE and "image/jpeg" in types:
         flat = _to_rgb(image)
         yield _save(flat, "JPEG", quality=UPLOAD_JPEG_QUALITY, optimize=True), "image/jpeg"
 
 
 def fit_for_upload(
-    data: bytes, *, limit: int, stem: str = "result", max_source_pixels: int = MAX_SOURCE_PIXELS
+    data: bytes,
+    *,
+    limit: int,
+    stem: str = "result",
+    max_source_pixels: int = MAX_SOURCE_PIXELS,
+    max_side: int | None = None,
+    types: Collection[str] = UPLOAD_TYPES,
 ) -> EncodedFile:
     """A file within ``limit`` bytes (a channel's upload limit), re-encoding only when needed.
 
     Order (DESIGN §7): the original bytes; PNG optimised; WebP 90; JPEG 85; then smaller sizes,
     each tried as WebP then JPEG (once lossless has failed, lossy at a larger size beats lossless at
-    a smaller one), until one fits or the long side would go under 256 px.
+    a smaller one), until one fits or the long side would go under 256 px. A model's input limits
+    narrow it: ``max_side`` (scaled down to it first) and ``types`` (the formats it takes).
     """
     image, kind = _open(data, max_source_pixels)
     with image:
         width, height = image.size
         # Decoded even when kept as it is: a truncated or corrupt file must not be posted.
         frame = _decode_first_frame(image, draft_to=None)
-        if len(data) <= limit:
+        too_long = max_side is not None and max(width, height) > max_side
+        if len(data) <= limit and kind in types and not too_long:
             return EncodedFile(
                 data=data,
                 filename=f"{stem}.{_EXTENSION_OF_TYPE[kind]}",
@@ -81,11 +93,15 @@ def fit_for_upload(
             )
         with _reading(DAMAGED, "damaged"):
             source = _to_rgb(frame, keep_alpha=True)
+    if max_side is not None and max(source.size) > max_side:
+        shrink = max_side / max(source.size)
+        size = (max(1, int(source.width * shrink)), max(1, int(source.height * shrink)))
+        source = source.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     current = source
     with_png = True
     while True:
         smallest = len(data)
-        for encoded, encoded_type in _encodings(current, with_png=with_png):
+        for encoded, encoded_type in _encodings(current, with_png=with_png, types=types):
             if len(encoded) <= limit:
                 return EncodedFile(
                     data=encoded,

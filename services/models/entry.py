@@ -7,7 +7,7 @@ model's own rules, and whatever a member did wrong is said in plain words
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -65,6 +65,61 @@ Builder = Callable[[BodyInput], RequestBody]
 Rule = Callable[[BodyInput], None]
 
 
+@dataclass(frozen=True)
+class InputLimits:
+    """The files a model takes as its (first) reference: types, bytes, longest side.
+
+    The Discord side fits a picture over them into them before the job runs (a smaller copy,
+    re-hosted); the rule below is the last word, told in plain words before any call.
+    """
+
+    max_bytes: int
+    max_side: int
+    #: Content types it takes, with the names a member knows them by.
+    types: Mapping[str, str]
+
+    def allows(
+        self,
+        *,
+        byte_size: int | None,
+        width: int | None,
+        height: int | None,
+        content_type: str | None,
+    ) -> bool:
+        """True only when every fact is known and within the limits."""
+        return (
+            byte_size is not None
+            and width is not None
+            and height is not None
+            and byte_size <= self.max_bytes
+            and max(width, height) <= self.max_side
+            and content_type in self.types
+        )
+
+    def problem(self, label: str, reference: ReferenceInfo) -> str | None:
+        """What is wrong with ``reference`` for the model called ``label``, in plain words."""
+        kind = reference.content_type
+        if kind is not None and kind not in self.types:
+            accepted = " or ".join(self.types.values())
+            shown = kind.removeprefix("image/").upper()
+            return f"{label} takes {accepted} pictures; this one is {shown}."
+        if reference.byte_size is not None and reference.byte_size > self.max_bytes:
+            return (
+                f"{label} takes files of at most {_megabytes(self.max_bytes)}; "
+                f"this one is {_megabytes(reference.byte_size)}."
+            )
+        if max(reference.width, reference.height) > self.max_side:
+            return (
+                f"{label} takes pictures of at most {self.max_side}×{self.max_side} pixels; "
+                f"this one is {reference.width}×{reference.height}."
+            )
+        return None
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
 def _never(_: GenerationParameters) -> bool:
     return False
 
@@ -77,7 +132,9 @@ def _reference_images(count: int) -> str:
 class ModelEntry:
     """One model. ``rules`` raise :class:`InvalidParameters` for what only this model refuses;
     ``needs_reference(parameters)`` says when the builder or a rule must see the first
-    reference's :class:`ReferenceInfo` (its size for an aspect ratio, its file for limits)."""
+    reference's :class:`ReferenceInfo` (its size for an aspect ratio, its file for limits).
+    ``reads`` names the parameters it uses (``services.parameters``): what the card, Info and
+    the Remix form show for its jobs."""
 
     id: str
     label: str
@@ -91,6 +148,9 @@ class ModelEntry:
     prompt_max: int = PROMPT_MAX
     rules: tuple[Rule, ...] = ()
     needs_reference: Callable[[GenerationParameters], bool] = _never
+    reads: tuple[str, ...] = ("prompt", "seed", "count")
+    #: The files it takes as its reference, when it documents limits.
+    input_limits: InputLimits | None = None
 
     def validate(
         self,
@@ -117,6 +177,10 @@ class ModelEntry:
                     f"{self.label} takes prompts of at most {self.prompt_max} characters; "
                     f"yours has {len(parameters.prompt)}."
                 )
+        if self.input_limits is not None and reference is not None:
+            problem = self.input_limits.problem(self.label, reference)
+            if problem is not None:
+                raise InvalidParameters(problem)
         job = self._input(parameters, references, reference)
         for rule in self.rules:
             rule(job)

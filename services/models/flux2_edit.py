@@ -100,4 +100,5 @@ FLUX2_EDIT_ENTRY = ModelEntry(
     max_references=MAX_REFERENCES,
     rules=(_enough_steps,),
     needs_reference=needs_source_shape,
+    reads=("prompt", "seed", "steps", "guidance", "aspect_ratio", "count", "prompt_expansion"),
 )

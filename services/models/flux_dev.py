@@ -45,4 +45,5 @@ FLUX_DEV = ModelEntry(
     # About $0.025 per 1 MP image at Black Forest Labs' list price; references are scaled to
     # MAX_INPUT_MEGAPIXELS (1.0) and results come out at their size.
     usd_per_image=0.025,
+    reads=("prompt", "strength", "seed", "steps", "guidance", "count"),
 )

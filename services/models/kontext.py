@@ -91,6 +91,7 @@ def _kontext(model_id: str, label: str, usd_per_image: float) -> ModelEntry:
         usd_per_image=usd_per_image,
         max_references=MAX_REFERENCES,
         needs_reference=needs_source_shape,
+        reads=("prompt", "seed", "guidance", "aspect_ratio", "count"),
     )
 
 

@@ -55,6 +55,19 @@ class IdList(TypeDecorator[tuple[int, ...]]):
         return tuple(int(v) for v in json.loads(value)) if value else ()
 
 
+class TextList(TypeDecorator[tuple[str, ...]]):
+    """A list of strings (URLs, model ids) as JSON text; empty is NULL."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Sequence[str] | None, dialect: Dialect) -> str | None:
+        return json.dumps([str(v) for v in value], ensure_ascii=False) if value else None
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> tuple[str, ...]:
+        return tuple(str(v) for v in json.loads(value)) if value else ()
+
+
 def parameters_json(parameters: dict[str, Any]) -> str:
     """How a parameters object is written: compact JSON of ``model_dump(mode="json")``."""
     return json.dumps(parameters, ensure_ascii=False, separators=(",", ":"))

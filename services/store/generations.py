@@ -83,6 +83,29 @@ class GenerationRepository:
         """A freshly signed URL of the card's reference, for this job and the next ones."""
         return await self._update(generation_id, None, {"reference_url": url})
 
+    async def set_reference_urls(
+        self, generation_id: int, urls: Sequence[str]
+    ) -> Generation | None:
+        """Freshly signed URLs of every reference, the first one first."""
+        first, *extra = urls
+        return await self._update(
+            generation_id, None, {"reference_url": first, "extra_reference_urls": extra}
+        )
+
+    async def set_reference_message(
+        self, generation_id: int, *, channel_id: int, message_id: int, url: str
+    ) -> Generation | None:
+        """The message now holding this job's reference (a fitted copy), and its URL."""
+        return await self._update(
+            generation_id,
+            None,
+            {
+                "reference_channel_id": channel_id,
+                "reference_message_id": message_id,
+                "reference_url": url,
+            },
+        )
+
     async def mark_running(
         self, generation_id: int, started_at: datetime | None = None
     ) -> Generation | None:

@@ -50,6 +50,7 @@ class GuildSettingsRepository:
             "unfiltered_in_nsfw": settings.unfiltered_in_nsfw,
             "open_rerolls": settings.open_rerolls,
             "blocked_terms": json.dumps(list(settings.blocked_terms)),
+            "allowed_models": settings.allowed_models,
             "updated_by": updated_by,
             "updated_at": self._now(updated_at),
         }
@@ -74,4 +75,5 @@ class GuildSettingsRepository:
             unfiltered_in_nsfw=bool(row.unfiltered_in_nsfw),
             open_rerolls=bool(row.open_rerolls),
             blocked_terms=json.loads(row.blocked_terms) if row.blocked_terms else (),
+            allowed_models=row.allowed_models,
         )

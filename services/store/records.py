@@ -14,6 +14,8 @@ from services.parameters import GenerationParameters
 Snowflake = Annotated[int, Field(ge=0, le=2**63 - 1)]
 #: The longest model id the ``generations.model`` column holds.
 MODEL_ID_MAX = 100
+#: References after the first a job may have (``/edit``'s ``image2`` and ``image3``).
+MAX_EXTRA_REFERENCES = 3
 
 
 class GenerationKind(StrEnum):
@@ -26,6 +28,12 @@ class GenerationKind(StrEnum):
     USE = "use"
     #: "Remix with fluxbot" on a message: like /imagine, the picture taken from that message.
     MESSAGE = "message"
+    #: ``/edit``: instruction editing of one to three pictures re-hosted on the job card.
+    EDIT = "edit"
+    #: A result image edited by an instruction (the Edit button's form).
+    EDIT_IMAGE = "edit-image"
+    #: A result image upscaled (the Upscale button).
+    UPSCALE = "upscale"
 
 
 class GenerationStatus(StrEnum):
@@ -60,6 +68,15 @@ class NewGeneration(BaseModel):
     model: str = Field(default=DEFAULT_MODEL, min_length=1, max_length=MODEL_ID_MAX)
     parameters: GenerationParameters
     reference_url: str = Field(min_length=1)
+    #: The second and third pictures of ``/edit`` (re-hosted on the card after the first, as
+    #: ``reference-2``, ``reference-3``); their URLs are refreshed from the card like the first.
+    extra_reference_urls: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        default=(), max_length=MAX_EXTRA_REFERENCES
+    )
+    #: Where the reference file is when it is neither on the card nor a result image itself: a
+    #: copy fitted to the model's input limits, posted in the results thread (v0006).
+    reference_channel_id: Snowflake | None = None
+    reference_message_id: Snowflake | None = None
     #: The channel's upload limit as the interaction reported it (discord.py's guild cache only
     #: knows boost tiers), so results are fitted to what Discord will actually accept.
     upload_limit: int | None = Field(default=None, ge=1)
@@ -69,6 +86,11 @@ class NewGeneration(BaseModel):
     source_image: int | None = Field(default=None, ge=0)
     #: What the job is expected to cost, in nano-dollars; set by ``GenerationService.submit``.
     estimate_usd_nanos: int | None = Field(default=None, ge=0)
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Every reference URL, the first one first (what the model's rules count)."""
+        return (self.reference_url, *self.extra_reference_urls)
 
 
 class Generation(BaseModel):
@@ -89,6 +111,9 @@ class Generation(BaseModel):
     parameters: GenerationParameters
     seed: int | None
     reference_url: str
+    extra_reference_urls: tuple[str, ...] = ()
+    reference_channel_id: int | None = None
+    reference_message_id: int | None = None
     status: GenerationStatus
     error: str | None
     result_message_ids: tuple[int, ...] = ()
@@ -106,6 +131,11 @@ class Generation(BaseModel):
     deleted_by: int | None = None
     estimate_usd_nanos: int | None = None
 
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Every reference URL as last stored, the first one first."""
+        return (self.reference_url, *self.extra_reference_urls)
+
     def follow_up(
         self,
         *,
@@ -113,15 +143,18 @@ class Generation(BaseModel):
         user_id: int,
         parameters: GenerationParameters,
         image: int | None = None,
+        model: str | None = None,
     ) -> NewGeneration:
-        """A reroll or remix: same place, card, reference and model; new settings and asker.
+        """A reroll or remix: same place, card, references and model; new settings and asker.
 
-        With ``image`` the reference becomes that image of this generation's result (Vary, Use
-        as input); without it the reference stays what it was.
+        With ``image`` the reference becomes that one image of this generation's result (Vary,
+        Use as input, Edit, Upscale); without it the references stay what they were. ``model``
+        replaces the generation's own (Edit and Upscale run another model on the image).
         """
         source_id, source_image = (
             (self.source_id, self.source_image) if image is None else (self.id, image)
         )
+        same_references = image is None
         return NewGeneration(
             parameters=parameters,
             kind=kind,
@@ -132,8 +165,11 @@ class Generation(BaseModel):
             thread_id=self.thread_id,
             card_channel_id=self.card_channel_id,
             card_message_id=self.card_message_id,
-            model=self.model,
+            model=model or self.model,
             reference_url=self.reference_url,
+            extra_reference_urls=self.extra_reference_urls if same_references else (),
+            reference_channel_id=self.reference_channel_id if same_references else None,
+            reference_message_id=self.reference_message_id if same_references else None,
             upload_limit=self.upload_limit,
             source_id=source_id,
             source_image=source_image,

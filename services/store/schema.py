@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
 )
 
-from services.store.columns import Id, IdList, ParametersJSON, UTCDateTime
+from services.store.columns import Id, IdList, ParametersJSON, TextList, UTCDateTime
 from services.store.records import MODEL_ID_MAX
 
 metadata = MetaData()
@@ -63,7 +63,13 @@ generations = Table(
     # Set when a member deleted the result (Delete button); /history leaves it out.
     Column("deleted_at", UTCDateTime),
     Column("deleted_by", BigInteger),
-    # What the job is expected to cost while it is not settled (admission counts it; v0006).
+    # /edit's second and third pictures, re-hosted on the card after the first (v0006).
+    Column("extra_reference_urls", TextList),
+    # A reference that is neither on the card nor a result image: a copy fitted to the model's
+    # input limits, posted in the results thread (v0006).
+    Column("reference_channel_id", BigInteger),
+    Column("reference_message_id", BigInteger),
+    # What the job is expected to cost while it is not settled (admission counts it; v0007).
     Column("estimate_usd_nanos", BigInteger),
     Index("ix_generations_user_created", "user_id", "created_at"),
     Index("ix_generations_guild_created", "guild_id", "created_at"),
@@ -86,11 +92,13 @@ guild_settings = Table(
     Column("unfiltered_in_nsfw", Boolean, nullable=False, server_default="0"),
     Column("open_rerolls", Boolean, nullable=False, server_default="0"),
     Column("blocked_terms", Text),
+    # The models members may use, a JSON list; NULL: every model the operator enabled (v0006).
+    Column("allowed_models", TextList),
     Column("updated_by", BigInteger),
     Column("updated_at", UTCDateTime),
 )
 
-#: One row per HTTP attempt at the API: what it cost, and the ids that trace it (v0006).
+#: One row per HTTP attempt at the API: what it cost, and the ids that trace it (v0007).
 api_attempts = Table(
     "api_attempts",
     metadata,
@@ -119,7 +127,7 @@ api_attempts = Table(
 )
 
 #: Daily budgets a guild's admins set: ``user_id`` 0 is the guild's own row (its total and each
-#: member's default); another ``user_id`` is that member's own budget (v0006).
+#: member's default); another ``user_id`` is that member's own budget (v0007).
 budgets = Table(
     "budgets",
     metadata,

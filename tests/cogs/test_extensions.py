@@ -22,10 +22,11 @@ async def test_the_bot_loaded_every_extension_and_each_reloads_cleanly(world: Wo
     assert bot is not None
     expected = set(walk_extensions())
     assert expected >= {"cogs.imagine", "cogs.buttons", "cogs.delivery", "cogs.admin"}
-    assert expected >= {"cogs.history", "cogs.remix_message", "cogs.stats"}
+    assert expected >= {"cogs.history", "cogs.remix_message", "cogs.edit", "cogs.stats"}
     assert set(bot.extensions) == expected  # a failed load is logged and fails this test too
     assert {c.name for c in bot.tree.get_commands()} == {
         "imagine",
+        "edit",
         "fluxbot-settings",
         "fluxbot-stats",
         "history",

@@ -15,7 +15,14 @@ from pydantic import ValidationError
 from cogs import _render as render
 from cogs.history import history_embed
 from services.aimlapi import GeneratedImage, GenerationResult
-from services.model_registry import DEFAULT_MODEL
+from services.images import EncodedFile
+from services.model_registry import (
+    DEFAULT_MODEL,
+    DREAMINA_UPSCALE,
+    ENTRIES,
+    FLUX2_EDIT,
+    KONTEXT_PRO,
+)
 from services.parameters import PROMPT_MAX, SEED_MAX, GenerationParameters, describe_invalid
 from services.store import Generation, GenerationKind, GenerationStatus
 
@@ -121,6 +128,36 @@ def test_every_embed_fits_for_any_prompt(prompt: str, status: GenerationStatus, 
     ):
         assert_within_limits(embed)
     assert len(render.failure_text(error or prompt)) <= 2000
+    # Every model's jobs, with three references and a note on each of four re-encoded files.
+    fitted = EncodedFile(b"x" * 10**7, "fluxbot-1-1.webp", "image/webp", 16383, 16383, True)
+    notes = [render.reencoded_note(n, 10**9, fitted, 10**8) for n in range(1, 5)]
+    for entry in ENTRIES:
+        edited = varied.model_copy(
+            update={"model": entry.id, "extra_reference_urls": ("https://x/2", "https://x/3")}
+        )
+        for embed in (
+            render.card_embed(edited, ahead=10**6),
+            render.result_embed(edited, result, image_filename=None, source=edited, notes=notes),
+            render.info_embed(edited, edited),
+        ):
+            assert_within_limits(embed)
+
+
+def test_each_model_shows_only_what_it_reads():
+    stored = generation("a cat", GenerationStatus.DONE, None)
+    result = GenerationResult(images=[GeneratedImage(url="https://cdn.example/x.png")], seed=7)
+
+    def shown(model: str) -> list[str]:
+        embed = render.result_embed(
+            stored.model_copy(update={"model": model}), result, image_filename=None
+        )
+        return [field.name for field in embed.fields]
+
+    assert shown(DEFAULT_MODEL)[:5] == ["Seed", "Strength", "Steps", "Guidance", "Images"]
+    assert shown(KONTEXT_PRO)[:5] == ["Model", "Seed", "Guidance", "Aspect ratio", "Images"]
+    assert shown(FLUX2_EDIT)[:4] == ["Model", "Seed", "Steps", "Guidance"]
+    assert shown(DREAMINA_UPSCALE)[:3] == ["Model", "Resolution", "Detail"]
+    assert "Strength" not in shown(DREAMINA_UPSCALE) and "Seed" not in shown(DREAMINA_UPSCALE)
 
 
 @settings(max_examples=60, deadline=None)

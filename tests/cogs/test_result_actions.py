@@ -27,8 +27,11 @@ def job_of(message: dict[str, Any]) -> int:
 
 
 async def first_result(world: World, prompt: str = "a cat wearing a tiny hat", **options: Any):
+    """The first result, once its job is done: its message ids are stored by then."""
     card_id = await world.card_of(await world.imagine(prompt, **options))
-    return card_id, await world.result_in(card_id)
+    result = await world.result_in(card_id)
+    await world.card_status(card_id, "✅ Done")
+    return card_id, result
 
 
 async def press(world: World, message: dict[str, Any], action: str, *, user: int | None = None):
@@ -60,7 +63,7 @@ async def test_a_result_of_one_image_has_each_action_as_a_button(world: World):
 
     assert rows(result) == [
         [f"fluxbot:{a}:{job}" for a in ("reroll", "remix", "info", "delete")],
-        [f"fluxbot:{a}:{job}:0" for a in ("vary-subtle", "vary-strong", "use")],
+        [f"fluxbot:{a}:{job}:0" for a in ("vary-subtle", "vary-strong", "upscale", "edit", "use")],
     ]
     card_link = f"https://discord.com/channels/{world.guild}/{world.channel}/{card_id}"
     assert fields(result)["From"] == f"[the picture on the job card]({card_link})"

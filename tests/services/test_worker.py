@@ -43,8 +43,8 @@ class Publisher:
     def __init__(self) -> None:
         self.failed: list[tuple[int, str]] = []
 
-    async def fresh_reference_url(self, generation: Generation) -> str:
-        return generation.reference_url
+    async def fresh_reference_urls(self, generation: Generation) -> list[str]:
+        return list(generation.references)
 
     async def job_succeeded(self, *_: object) -> list[int]:
         raise AssertionError("a busy API never succeeds")
@@ -204,3 +204,17 @@ async def test_an_unreadable_reference_fails_plainly_without_a_call(store: Store
     await worker(store, api, publisher, T0)(Job(generation.id, user_id=1))
     assert api.bodies == []
     assert publisher.failed == [(generation.id, ReferenceUnreadable.default_user_message)]
+
+
+@pytest.mark.parametrize(("model", "key"), [(KONTEXT_PRO, "image_url"), (FLUX2_EDIT, "image_urls")])
+async def test_every_reference_goes_in_order_as_the_model_takes_them(
+    store: Store, model: str, key: str
+) -> None:
+    extra = ("https://cdn.discordapp.com/a/2.png", "https://cdn.discordapp.com/a/3.png")
+    generation = await store.generations.create(
+        new(model=model, prompt="combine them", extra_reference_urls=extra), created_at=T0
+    )
+    api = RecordingApi(images.png(64, 64))
+    await worker(store, api, Delivered(), T0)(Job(generation.id, user_id=1))
+    assert api.bodies[0][key] == [REFERENCE_URL, *extra]
+    assert api.downloads[0] == REFERENCE_URL  # the first one is the one measured

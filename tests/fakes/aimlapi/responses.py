@@ -114,6 +114,18 @@ def solid_pngs(width: int, height: int, seed: int, count: int) -> list[bytes]:
     return pngs
 
 
+def noisy_pngs(width: int, height: int, seed: int, count: int) -> list[bytes]:
+    """Results no encoder can shrink much (random pixels), for size limits; fast to make."""
+    pngs = []
+    for index in range(count):
+        rng = random.Random(f"{seed}:{index}")
+        pixels = rng.randbytes(width * height * 3)
+        buffer = io.BytesIO()
+        Image.frombytes("RGB", (width, height), pixels).save(buffer, format="PNG", compress_level=1)
+        pngs.append(buffer.getvalue())
+    return pngs
+
+
 def reencode(png: bytes, output_format: str) -> bytes:
     """A PNG result in the format the body asked for (``png`` returns it as it is)."""
     if output_format == "png":

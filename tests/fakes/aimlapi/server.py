@@ -134,6 +134,9 @@ class FakeAimlApi:
         self.billing_requests = 0
         #: Serve files with chunked encoding (no Content-Length), to exercise streamed size caps.
         self.chunked_files = False
+        #: Make results of random pixels, which no encoder shrinks (files of ~3 bytes a pixel),
+        #: to exercise size limits; solid colours otherwise.
+        self.noisy_results = False
         self.requests: list[ReceivedRequest] = []
         #: One record per generation call, in arrival order (``requests`` holds the bodies).
         self.timings: list[CallTiming] = []
@@ -373,7 +376,9 @@ class FakeAimlApi:
         seed = params.get("seed") or random.randint(1, SEED_MAX)
         count = params.get("num_images", 1)
         output_format = params.get("output_format", schema.output_format)
-        files = await asyncio.to_thread(_results, width, height, seed, count, output_format)
+        files = await asyncio.to_thread(
+            _results, width, height, seed, count, output_format, noisy=self.noisy_results
+        )
         flags = [self._is_nsfw(params, index) for index in range(count)]
         shape = self.response_shape or schema.response
         price = self.usd_per_image
@@ -465,6 +470,9 @@ def _about(area: int, ratio: float, step: int = 16) -> tuple[int, int]:
     )
 
 
-def _results(width: int, height: int, seed: int, count: int, output_format: str) -> list[bytes]:
-    pngs = responses.solid_pngs(width, height, seed, count)
+def _results(
+    width: int, height: int, seed: int, count: int, output_format: str, *, noisy: bool = False
+) -> list[bytes]:
+    make = responses.noisy_pngs if noisy else responses.solid_pngs
+    pngs = make(width, height, seed, count)
     return [responses.reencode(png, output_format) for png in pngs]

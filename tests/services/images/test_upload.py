@@ -84,3 +84,36 @@ def test_fit_gives_up_at_the_floor() -> None:
 def test_fit_rejects_what_is_not_a_picture(make: Callable[[], bytes], limit: int) -> None:
     with pytest.raises(ImageRejected):
         fit_for_upload(make(), limit=limit)
+
+
+# --- fitting a model's input limits --------------------------------------------------------------
+
+
+def test_a_picture_within_a_models_limits_is_kept_as_it_is() -> None:
+    data = fx.jpeg(300, 200)
+    kept = fit_for_upload(
+        data, limit=len(data), max_side=300, types=("image/png", "image/jpeg"), stem="reference"
+    )
+    assert (kept.data, kept.filename, kept.reencoded) == (data, "reference.jpg", False)
+
+
+def test_a_format_the_model_refuses_is_reencoded_into_one_it_takes() -> None:
+    data = fx.webp(64, 48)
+    fitted = fit_for_upload(data, limit=10 * 1024 * 1024, types=("image/png", "image/jpeg"))
+    assert fitted.content_type == "image/png" and fitted.reencoded
+    assert decode(fitted.data).size == (64, 48)
+
+
+def test_a_side_over_the_models_limit_is_scaled_down_first() -> None:
+    data = fx.png(400, 100)
+    fitted = fit_for_upload(data, limit=10 * 1024 * 1024, max_side=200)
+    assert (fitted.width, fitted.height) == (200, 50)
+    assert decode(fitted.data).size == (200, 50)
+
+
+def test_bytes_over_the_models_limit_give_a_smaller_file_it_takes() -> None:
+    data = fx.noise_png(512, 512)
+    limit = len(data) // 4
+    fitted = fit_for_upload(data, limit=limit, max_side=4096, types=("image/png", "image/jpeg"))
+    assert fitted.content_type == "image/jpeg" and len(fitted.data) <= limit
+    assert max(decode(fitted.data).size) <= 512

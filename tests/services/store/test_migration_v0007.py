@@ -1,4 +1,4 @@
-"""v0006: a version-5 database with jobs gains the cost tables; its jobs have no estimate."""
+"""v0007: a version-6 database with jobs gains the cost tables; its jobs have no estimate."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ async def test_jobs_stored_before_costs_stay_and_reserve_nothing(db_url: str) ->
         async with engine.begin() as conn:
             values = v1_row(GenerationParameters(prompt="from before costs"))
             await conn.execute(V1_GENERATIONS.insert().values(values))
-        assert await migrate(engine, target=5) == 5
-        assert await migrate(engine) == 6
+        assert await migrate(engine, target=6) == 6
+        assert await migrate(engine) == 7
     finally:
         await engine.dispose()
     async with await Store.open(db_url) as store:

@@ -27,7 +27,7 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 UTCDateTime = DateTime(timezone=True)  # frozen: the type this version wrote
 
 
-def api_attempts_v6(metadata: MetaData) -> Table:
+def api_attempts_v7(metadata: MetaData) -> Table:
     """Frozen: exactly what this version created. Never edit; add a migration instead."""
     Table("generations", metadata, Column("id", Id, primary_key=True))
     return Table(
@@ -59,7 +59,7 @@ def api_attempts_v6(metadata: MetaData) -> Table:
     )
 
 
-def budgets_v6(metadata: MetaData) -> Table:
+def budgets_v7(metadata: MetaData) -> Table:
     """Frozen: exactly what this version created. Never edit; add a migration instead."""
     return Table(
         "budgets",
@@ -74,6 +74,6 @@ def budgets_v6(metadata: MetaData) -> Table:
 
 
 def upgrade(conn: Connection) -> None:
-    api_attempts_v6(MetaData()).create(conn)
-    budgets_v6(MetaData()).create(conn)
+    api_attempts_v7(MetaData()).create(conn)
+    budgets_v7(MetaData()).create(conn)
     conn.execute(text("ALTER TABLE generations ADD COLUMN estimate_usd_nanos BIGINT"))
