@@ -158,6 +158,8 @@ def card_embed(generation: Generation, *, ahead: int | None = None) -> discord.E
     )
     embed.add_field(name="Asked by", value=f"<@{generation.user_id}>")
     parameter_fields(embed, generation, seed=generation.seed or generation.parameters.seed)
+    if generation.estimate_usd_nanos is not None:  # before it runs; Info has the real spend
+        embed.add_field(name="Cost (estimate)", value=format_usd(generation.estimate_usd_nanos))
     embed.add_field(name="Status", value=status_line(generation, ahead=ahead), inline=False)
     embed.set_footer(text=f"fluxbot · job {generation.id}")
     return embed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -20,7 +21,8 @@ from cogs._render import NO_MENTIONS
 from cogs._replies import reply
 from services.charts import spend_chart_png
 from services.costs import SpendReport, format_usd, nanos_to_usd, spend_report
-from services.store import Generation
+from services.job_stats import JobStats, job_stats
+from services.store import Generation, GenerationStatus
 
 if TYPE_CHECKING:
     from bot import FluxBot
@@ -70,6 +72,35 @@ def describe_report(report: SpendReport, *, paused: bool) -> str:
     if paused:
         lines.append("⏸️ The queue is paused: the bot's image service account is out of credits.")
     return "\n".join(lines)
+
+
+#: The windows the job figures are given for, besides the chart's days.
+JOB_WINDOWS = (("Today", 0), ("Last 7 days", 6))
+OUTCOME_WORDS = {
+    GenerationStatus.DONE: "done",
+    GenerationStatus.FAILED: "failed",
+    GenerationStatus.CANCELLED: "cancelled",
+    GenerationStatus.QUEUED: "waiting",
+    GenerationStatus.INTERRUPTED: "waiting",
+    GenerationStatus.RUNNING: "running",
+}
+
+
+def describe_jobs(label: str, stats: JobStats) -> str:
+    """One line: jobs by outcome and model, and the time from command to result."""
+    if not stats.total:
+        return f"• {label}: no jobs"
+    outcomes: dict[str, int] = {}
+    for status, count in stats.by_outcome.items():
+        word = OUTCOME_WORDS[status]
+        outcomes[word] = outcomes.get(word, 0) + count
+    parts = [", ".join(f"{count} {word}" for word, count in sorted(outcomes.items()))]
+    parts.append(", ".join(f"{model} {count}" for model, count in stats.by_model.most_common()))
+    if stats.p50_seconds is not None and stats.p95_seconds is not None:
+        parts.append(
+            f"command → result p50 {stats.p50_seconds:.1f} s, p95 {stats.p95_seconds:.1f} s"
+        )
+    return f"• {label}: {stats.total} jobs ({'; '.join(parts)})"
 
 
 def chart(report: SpendReport) -> bytes:
@@ -152,7 +183,7 @@ class StatsCog(commands.Cog):
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(days="How many days back to show, today included (default 14)")
     async def stats(
-        self, interaction: discord.Interaction[FluxBot], days: app_commands.Range[int, 1, 90] = 14
+        self, interaction: discord.Interaction[FluxBot], days: app_commands.Range[int, 1, 90] = 30
     ) -> None:
         """What this server spent on images, against its budgets (Manage Server)."""
         if interaction.guild_id is None or not interaction.permissions.manage_guild:
@@ -163,8 +194,21 @@ class StatsCog(commands.Cog):
         guard = self.bot.generations.budgets
         report = await spend_report(guard, self.bot.store, interaction.guild_id, days)
         png = await self.bot.images.run(chart, report)
+        start, _ = guard.today()
+        rows = await self.bot.store.generations.outcomes(
+            guild_id=interaction.guild_id, since=start - timedelta(days=JOB_WINDOWS[-1][1])
+        )
+        queue = self.bot.generations.queue
+        lines = [describe_report(report, paused=self.bot.generations.credit_hold)]
+        lines += [
+            describe_jobs(label, job_stats(rows, since=start - timedelta(days=back)))
+            for label, back in JOB_WINDOWS
+        ]
+        lines.append(
+            f"• Queue now (whole bot): {queue.running_count} running, {queue.waiting_count} waiting"
+        )
         await interaction.followup.send(
-            describe_report(report, paused=self.bot.generations.credit_hold),
+            "\n".join(lines),
             file=discord.File(io.BytesIO(png), filename="fluxbot-spend.png"),
             ephemeral=True,
             allowed_mentions=NO_MENTIONS,

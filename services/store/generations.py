@@ -307,6 +307,18 @@ class GenerationRepository:
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
+    async def outcomes(
+        self, *, guild_id: int, since: datetime
+    ) -> list[tuple[GenerationStatus, str, datetime, datetime | None]]:
+        """Status, model, created and finished time of a guild's jobs since ``since`` (stats)."""
+        c = generations.c
+        query = select(c.status, c.model, c.created_at, c.finished_at).where(
+            c.guild_id == guild_id, c.created_at >= as_utc(since)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(GenerationStatus(r.status), r.model, r.created_at, r.finished_at) for r in rows]
+
     async def _update(
         self,
         generation_id: int,

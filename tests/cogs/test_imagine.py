@@ -48,6 +48,8 @@ async def test_happy_path_card_thread_image_and_request(world: World):
 
     card = await world.card_status(card_id, "✅ Done")
     assert card["attachments"][0]["filename"].startswith("reference")
+    card_fields = {f["name"]: f["value"] for f in card["embeds"][0]["fields"]}
+    assert card_fields["Cost (estimate)"] == "$0.0250"  # flux/dev's price, one image
     assert world.discord.rejections == []
 
 

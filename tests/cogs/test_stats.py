@@ -47,6 +47,9 @@ async def test_admins_see_this_servers_spend_with_a_chart(world: World):
     assert "7 days: $0.0750 on 3 API calls" in content
     assert "By model: flux/dev/image-to-image $0.0750" in content
     assert f"<@{world.alice}> $0.0500 · <@{world.bob}> $0.0250" in content
+    assert "• Today: 3 jobs (3 done; flux/dev/image-to-image 3; command → result p50 " in content
+    assert "• Last 7 days: 3 jobs (3 done;" in content
+    assert "• Queue now (whole bot): 0 running, 0 waiting" in content
     [chart] = message["attachments"]
     assert chart["filename"] == "fluxbot-spend.png"
     assert world.discord.attachment_bytes(chart).startswith(PNG)
