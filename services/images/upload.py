@@ -9,6 +9,7 @@ from typing import Final
 
 from PIL import Image
 
+from services.images.containers import read_container
 from services.images.formats import (
     _EXTENSION_OF_TYPE,
     DAMAGED,
@@ -56,6 +57,11 @@ def _encodings(image: Image.Image, *, with_png: bool) -> Iterator[tuple[bytes, s
         yield _save(flat, "JPEG", quality=UPLOAD_JPEG_QUALITY, optimize=True), "image/jpeg"
 
 
+def _kept(data: bytes, stem: str, kind: str, width: int, height: int) -> EncodedFile:
+    filename = f"{stem}.{_EXTENSION_OF_TYPE[kind]}"
+    return EncodedFile(data, filename, kind, width, height, reencoded=False)
+
+
 def fit_for_upload(
     data: bytes, *, limit: int, stem: str = "result", max_source_pixels: int = MAX_SOURCE_PIXELS
 ) -> EncodedFile:
@@ -65,20 +71,20 @@ def fit_for_upload(
     each tried as WebP then JPEG (once lossless has failed, lossy at a larger size beats lossless at
     a smaller one), until one fits or the long side would go under 256 px.
     """
+    if len(data) <= limit:
+        # A truncated or damaged file must never be posted: its container proves it whole
+        # (~0.3 ms for 1.5 MB) unless it is of a kind only a full decode can vouch for.
+        whole = read_container(data)
+        if whole is not None and whole.width * whole.height <= max_source_pixels:
+            return _kept(data, stem, whole.content_type, whole.width, whole.height)
     image, kind = _open(data, max_source_pixels)
     with image:
         width, height = image.size
-        # Decoded even when kept as it is: a truncated or corrupt file must not be posted.
-        frame = _decode_first_frame(image, draft_to=None)
         if len(data) <= limit:
-            return EncodedFile(
-                data=data,
-                filename=f"{stem}.{_EXTENSION_OF_TYPE[kind]}",
-                content_type=kind,
-                width=width,
-                height=height,
-                reencoded=False,
-            )
+            with _reading(DAMAGED, "damaged"):
+                image.load()  # decoded only to prove it whole: no upright copy needed
+            return _kept(data, stem, kind, width, height)
+        frame = _decode_first_frame(image, draft_to=None)
         with _reading(DAMAGED, "damaged"):
             source = _to_rgb(frame, keep_alpha=True)
     current = source
