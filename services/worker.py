@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -94,12 +95,12 @@ class GenerationWorker:
             # 429s are the queue's business: it slows down as a whole (DESIGN §7).
             result = await self._api.generate(body, retry_rate_limited=False)
             job.api_call_done()
-            images = [
-                await self._api.download(image, max_bytes=MAX_RESULT_BYTES)
-                for image in result.images
-            ]
-            # Stored before posting: a Remix pressed the moment the result appears shows it.
-            await self._store.generations.set_seed(generation.id, result.seed)
+            # The seed is stored before posting (a Remix pressed the moment the result appears
+            # shows it), while the images download: the write is then off the result's path.
+            _, images = await asyncio.gather(
+                self._store.generations.set_seed(generation.id, result.seed),
+                self._download(result),
+            )
             message_ids = await publisher.job_succeeded(generation, result, images)
             self._show_on_card(generation)
         except RateLimitedError as exc:
@@ -124,6 +125,11 @@ class GenerationWorker:
                 time.monotonic() - started,
                 result.inference_seconds,
             )
+
+    async def _download(self, result: GenerationResult) -> list[bytes]:
+        return [
+            await self._api.download(image, max_bytes=MAX_RESULT_BYTES) for image in result.images
+        ]
 
     async def _rate_limited(
         self, publisher: Publisher, generation: Generation, exc: RateLimitedError

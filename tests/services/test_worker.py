@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from services.aimlapi import RateLimitedError
+from services.aimlapi import GeneratedImage, GenerationResult, RateLimitedError
 from services.jobs import Job, RateLimited
 from services.store import Generation, GenerationStatus, Store
 from services.worker import BUSY_TOO_LONG, GenerationWorker
@@ -58,7 +59,7 @@ async def queued(store: Store) -> Generation:
 
 def worker(
     store: Store,
-    api: BusyApi,
+    api: BusyApi | AnsweringApi,
     publisher: Publisher,
     now: datetime,
     shown: list[Generation] | None = None,
@@ -102,3 +103,55 @@ async def test_a_429_after_job_timeout_fails_the_job_plainly(store: Store):
     assert stored is not None and stored.status == GenerationStatus.FAILED
     assert stored.error == BUSY_TOO_LONG
     assert publisher.failed == [(generation.id, BUSY_TOO_LONG)]
+
+
+class AnsweringApi:
+    """Answers every generation with one image, whose download waits for the seed to be stored."""
+
+    def __init__(self, seed_stored: asyncio.Event) -> None:
+        self.seed_stored = seed_stored
+
+    async def generate(self, body: dict[str, Any], **options: Any) -> GenerationResult:
+        return GenerationResult(images=[GeneratedImage(url="https://cdn.example/1.png")], seed=42)
+
+    async def download(self, image: GeneratedImage, *, max_bytes: int) -> bytes:
+        # Only possible if the seed is written while the image downloads, not after.
+        await asyncio.wait_for(self.seed_stored.wait(), 5)
+        return b"\x89PNG..."
+
+
+class RecordingPublisher(Publisher):
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+        self.seed_when_posted: int | None = None
+
+    async def job_succeeded(self, generation: Generation, *_: object) -> list[int]:
+        stored = await self.store.generations.get(generation.id)
+        assert stored is not None
+        self.seed_when_posted = stored.seed
+        return [1234]
+
+
+async def test_the_seed_is_stored_while_the_result_downloads_and_before_it_is_posted(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    generation = await queued(store)
+    seed_stored = asyncio.Event()
+    set_seed = store.generations.set_seed
+
+    async def storing(generation_id: int, seed: int | None) -> Generation | None:
+        stored = await set_seed(generation_id, seed)
+        seed_stored.set()
+        return stored
+
+    monkeypatch.setattr(store.generations, "set_seed", storing)
+    publisher = RecordingPublisher(store)
+    run = worker(store, AnsweringApi(seed_stored), publisher, T0)
+
+    await run(Job(generation.id, user_id=1))
+
+    assert publisher.seed_when_posted == 42
+    done = await store.generations.get(generation.id)
+    assert done is not None and done.status == GenerationStatus.DONE
+    assert list(done.result_message_ids) == [1234]
