@@ -41,7 +41,7 @@ class Options:
     leak_total: int = 2000
     relay_jobs: int = 96
     relay_interval: float = 0.4
-    relay_rounds: int = 2
+    relay_rounds: int = 4
     phases: str = "RABC"
     profile: bool = False
     database_url: str | None = None

@@ -43,7 +43,7 @@ def parse(argv: list[str] | None) -> Options:
         "--relay-interval", type=float, default=0.4, help="seconds between them in R (0.4)"
     )
     parser.add_argument(
-        "--relay-rounds", type=int, default=2, help="bot/relay alternations they are split in (2)"
+        "--relay-rounds", type=int, default=4, help="bot/relay alternations they are split in (4)"
     )
     parser.add_argument(
         "--phases", default="RABC", help="which phases to run, in order (RABC; see the legend)"
@@ -281,7 +281,7 @@ def postgres_skip_reason(url: str | None) -> str | None:
 
 
 async def run(opts: Options) -> str:
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()[0]
     sections: list[tuple[str, list[Figures]]] = []
     phases = {"R": relay_comparison, "A": burst, "B": throughput, "C": leak}
     with photo_results():
@@ -303,6 +303,10 @@ async def run(opts: Options) -> str:
         legend += "\n  A-pg, B-pg: the same on PostgreSQL (DATABASE_URL)"
     return (
         f"fluxbot benchmark — {machine()}\n"
+        # Other processes on the machine weigh on the bot (more threads, more hops) more than
+        # on the relay: the ratios are comparable between runs on quiet machines.
+        f"load average (1 min) {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at the end "
+        f"of the phases\n"
         f"{table(rows)}\nPhases (each with fresh fakes, database and bot process):\n{legend}\n"
         "Bot overhead = the fake API's answer to the fake Discord accepting the result message "
         "(download, checks, upload, database).\n"
