@@ -5,7 +5,8 @@ largest share of samples *inside* them (inclusive: a call and all it calls) and 
 the samples were *taken* (self: the Python line that was running or had called into C code,
 e.g. Pillow's decoder or zlib). Samples of a thread that was waiting (in the event loop's
 ``select``, on a lock, on a work queue) are dropped first: py-spy's own idle detection keeps
-many of them, which would hide the work among the waits.
+many of them, which would hide the work among the waits. So are samples with no Python frame
+at all (native code between calls), which name no line to blame.
 """
 
 from __future__ import annotations
