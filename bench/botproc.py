@@ -14,34 +14,15 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from bench.procfs import proc_status, reset_peak_rss
 from bot import FluxBot, configure_logging, create_bot
 from services.config import Settings
 from tests.fakes.discord import FakeDiscord
 from tests.world import API_KEY, TOKEN, ReadySignal
 
 LAG_INTERVAL = 0.005
-
-
-def proc_status() -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of this process, in KiB, from /proc."""
-    values: dict[str, int] = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0])
-    return values
-
-
-def reset_peak_rss() -> bool:
-    """Restart VmHWM from the current RSS (Linux ≥ 4.0), so each phase has its own peak."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 class Monitor:
@@ -117,7 +98,8 @@ async def main() -> None:
     with fake.patch_discord_py():
         bot, task = await start(config)
         monitor = Monitor(bot)
-        watcher = asyncio.create_task(monitor.run())
+        # Waking every 5 ms costs CPU of its own: off where CPU per job is compared (phase R).
+        watcher = asyncio.create_task(monitor.run()) if config.get("monitor", True) else None
         answer({"ready": True, "pid_rss": proc_status()})
         while line := (await reader.readline()).decode().strip():
             if line == "stats":
@@ -130,7 +112,8 @@ async def main() -> None:
                 answer(monitor.stats())
             elif line == "stop":
                 break
-        watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
         started = time.monotonic()
         await bot.close()
         with contextlib.suppress(asyncio.CancelledError):

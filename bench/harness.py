@@ -16,6 +16,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +30,7 @@ from PIL import Image
 
 from tests.fakes.aimlapi import FakeAimlApi, responses
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeRequest
+from tests.fakes.discord.middleware import API
 from tests.world import API_KEY, TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +148,10 @@ class Observed:
 
 
 class BotProcess:
-    """The bot in a child process (bench/botproc.py), spoken to over its stdin/stdout."""
+    """The bot (bench/botproc.py) or the relay (bench/relay.py) in a child process.
+
+    Spoken to over its stdin/stdout.
+    """
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
@@ -155,13 +160,21 @@ class BotProcess:
     @classmethod
     @contextlib.asynccontextmanager
     async def running(
-        cls, port: int, settings: dict[str, Any], log: Path
+        cls,
+        port: int,
+        settings: dict[str, Any],
+        log: Path,
+        module: str = "bench.botproc",
+        profile: Path | None = None,
+        monitor: bool = True,
     ) -> AsyncIterator[BotProcess]:
+        """``profile``: a file for py-spy's samples (collapsed stacks) of the ready process;
+        ``monitor``: whether the bot measures its event-loop lag (which costs CPU)."""
         with log.open("ab") as stderr:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "bench.botproc",
+                module,
                 cwd=ROOT,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -169,12 +182,25 @@ class BotProcess:
             )
         bot = cls(proc)
         try:
-            ready = await bot.ask(json.dumps({"port": port, "settings": settings}), timeout=60)
+            config = {
+                "port": port,
+                "settings": settings,
+                "monitor": monitor,
+                # For the relay, which imports nothing of the bot or the fakes (its RSS is a floor).
+                "token": TOKEN,
+                "api_key": API_KEY,
+                "rest": f"http://127.0.0.1:{port}{API}",
+                "gateway": f"ws://127.0.0.1:{port}/gateway",
+            }
+            ready = await bot.ask(json.dumps(config), timeout=60)
             if not ready.get("ready"):
                 raise RuntimeError(f"bot process did not start (see {log})")
             bot.ready_rss_mb = ready["pid_rss"]["VmRSS"] / 1024
+            spy = await _py_spy(proc.pid, profile) if profile else None
             yield bot
             await bot.ask("stop", timeout=60)
+            if spy is not None:
+                await spy.wait()  # it writes its file once the process it samples is gone
         finally:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -201,6 +227,29 @@ class BotProcess:
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+async def _py_spy(pid: int, output: Path) -> asyncio.subprocess.Process:
+    """py-spy (``pip install py-spy``) sampling ``pid`` without pausing it, 200 times a second."""
+    beside = Path(sys.executable).with_name("py-spy")
+    command = str(beside) if beside.exists() else shutil.which("py-spy")
+    if command is None:
+        raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
+    return await asyncio.create_subprocess_exec(
+        command,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "200",
+        "--nonblocking",
+        "--format",
+        "raw",
+        "--output",
+        str(output),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
 
 
 def own_cpu_seconds() -> float:

@@ -39,6 +39,11 @@ class Options:
     queued: int = 500
     leak_first: int = 200
     leak_total: int = 2000
+    relay_jobs: int = 96
+    relay_interval: float = 0.4
+    relay_rounds: int = 4
+    phases: str = "RABC"
+    profile: bool = False
     database_url: str | None = None
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fluxbot-bench-")))
 
@@ -75,7 +80,14 @@ def bot_settings(opts: Options, server: Server, *, concurrency: int, db: Path) -
 
 @asynccontextmanager
 async def world(
-    opts: Options, name: str, *, latency: float, concurrency: int, bucket_limit: int
+    opts: Options,
+    name: str,
+    *,
+    latency: float,
+    concurrency: int,
+    bucket_limit: int,
+    module: str = "bench.botproc",
+    monitor: bool = True,
 ) -> AsyncIterator[tuple[Server, BotProcess]]:
     async with Server.running(
         latency=latency,
@@ -89,7 +101,10 @@ async def world(
         db = opts.log_dir / f"{name}.sqlite3"
         settings = bot_settings(opts, server, concurrency=concurrency, db=db)
         log = opts.log_dir / f"{name}.log"
-        async with BotProcess.running(server.discord.port, settings, log) as bot:
+        profile = opts.log_dir / f"{name}.py-spy.txt" if opts.profile else None
+        async with BotProcess.running(
+            server.discord.port, settings, log, module, profile, monitor
+        ) as bot:
             yield server, bot
 
 
@@ -154,19 +169,23 @@ def ack_figures(commands: list[Any], clicks: list[Any]) -> dict[str, Any]:
     }
 
 
-def overhead_figures(server: Server, results: list[Result]) -> dict[str, Any]:
+def overheads(server: Server, results: list[Result]) -> list[float]:
     """API answer -> result accepted by Discord, matched by seed (random, so unique)."""
     answered = {t.seed: t.answered_at for t in server.api.timings if t.seed is not None}
-    overheads = [r.done_at - answered[r.seed] for r in results if r.seed in answered]
+    return [r.done_at - answered[r.seed] for r in results if r.seed in answered]
+
+
+def overhead_figures(server: Server, results: list[Result]) -> dict[str, Any]:
+    samples = overheads(server, results)
     intake = [
         server.observed.rehosted_at[i.original_message_id] - server.sent_at[i.id]
         for i in server.interactions
         if i.original_message_id in server.observed.rehosted_at and i.id in server.sent_at
     ]
     return {
-        "overhead_p50": pct(overheads, 0.5),
-        "overhead_p99": pct(overheads, 0.99),
-        "overhead_n": len(overheads),
+        "overhead_p50": pct(samples, 0.5),
+        "overhead_p99": pct(samples, 0.99),
+        "overhead_n": len(samples),
         "intake_p50": pct(intake, 0.5),
         "intake_p99": pct(intake, 0.99),
     }
@@ -335,6 +354,79 @@ async def leak(opts: Options, label: str = "C") -> Figures:
             peak_rss_mb=stats["VmHWM"] / 1024,
             lag_max=stats["lag_max"],
         )
+    return figures
+
+
+#: The two processes of phase R: the bot, and the bare relay that is its floor.
+CONTENDERS = {"bot": "bench.botproc", "relay": "bench.relay"}
+#: After the last result, time for what a job still does (the bot's last card edits).
+SETTLE_SECONDS = 2.0
+
+
+async def relay_comparison(opts: Options, label: str = "R") -> Figures:
+    """The same paced /imagine workload, on fresh fakes, against the bot and the bare relay.
+
+    Commands are paced (one every ``relay_interval``) rather than fired in one burst, so the
+    result path is measured as a member meets it, not as a queue behind other results or
+    Discord's rate limits (phase A's subject). Every result is a ~1.5 MB PNG within the upload
+    limit, so both post the API's bytes as they are; the bot's CPU per job includes its intake
+    (card, thread, re-hosted reference, card edits). The two alternate over ``relay_rounds``
+    rounds, so a change in the machine's load (other processes) falls on both.
+    """
+    rounds = max(1, opts.relay_rounds)
+    per_round = max(1, opts.relay_jobs // rounds)
+    figures = Figures(
+        label,
+        f"{per_round * rounds} /imagine from {opts.members} members, one every "
+        f"{opts.relay_interval:g} s, to the bot and to a bare relay (bench/relay.py), "
+        f"alternating over {rounds} round(s); API latency {opts.latency:g} s; "
+        f"{opts.width}×{opts.height} PNG results posted unchanged; Discord per-route limit "
+        f"{opts.bucket_limit}/{opts.bucket_window:g} s",
+    )
+    totals: dict[str, dict[str, Any]] = {
+        name: {"overheads": [], "cpu": 0.0, "jobs": 0, "peak_rss_mb": 0.0, "complete": True}
+        for name in CONTENDERS
+    }
+    for round_number in range(rounds):
+        for name, module in CONTENDERS.items():
+            total = totals[name]
+            async with world(
+                opts,
+                f"{label}{round_number + 1}-{name}",
+                latency=opts.latency,
+                concurrency=opts.burst_concurrency,
+                bucket_limit=opts.bucket_limit,
+                module=module,
+                monitor=False,
+            ) as (server, process):
+                await process.ask("reset")
+                cpu = process.cpu_seconds()
+                started = time.monotonic()
+                for number in range(per_round):
+                    await server.imagine(number)
+                    # Pacing of the workload (what is measured is timed by the fakes).
+                    await asyncio.sleep(
+                        max(0.0, started + (number + 1) * opts.relay_interval - time.monotonic())
+                    )
+                complete = await server.observed.wait_results(per_round, 60 + 2 * opts.latency)
+                await asyncio.sleep(SETTLE_SECONDS)
+                stats = await process.ask("stats")
+                total["cpu"] += process.cpu_seconds() - cpu
+                total["jobs"] += len(server.observed.results)
+                total["overheads"] += overheads(server, server.observed.results)
+                total["peak_rss_mb"] = max(total["peak_rss_mb"], stats["VmHWM"] / 1024)
+                total["complete"] = total["complete"] and complete
+                for key, value in discord_figures(server).items():
+                    total[key] = total.get(key, 0) + value
+    for name, total in totals.items():
+        samples = total.pop("overheads")
+        figures.values[name] = {
+            **total,
+            "overhead_p50": pct(samples, 0.5),
+            "overhead_p99": pct(samples, 0.99),
+            "overhead_n": len(samples),
+            "cpu_per_job": total["cpu"] / max(1, total["jobs"]),
+        }
     return figures
 
 

@@ -11,8 +11,9 @@ import platform
 import time
 from collections.abc import Callable
 
+from bench import checks
 from bench.harness import photo_results
-from bench.phases import Figures, Options, burst, leak, throughput
+from bench.phases import Figures, Options, burst, leak, relay_comparison, throughput
 
 Row = tuple[str, str, str, str, str]  # figure, value, target, verdict, phase
 
@@ -35,7 +36,24 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--queue-latency", type=float, default=1.0, help="API latency in phase B, s (1.0)"
     )
-    parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run")
+    parser.add_argument(
+        "--relay-jobs", type=int, default=96, help="/imagine sent to each of bot and relay (96)"
+    )
+    parser.add_argument(
+        "--relay-interval", type=float, default=0.4, help="seconds between them in R (0.4)"
+    )
+    parser.add_argument(
+        "--relay-rounds", type=int, default=4, help="bot/relay alternations they are split in (4)"
+    )
+    parser.add_argument(
+        "--phases", default="RABC", help="which phases to run, in order (RABC; see the legend)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample each process with py-spy into the log directory (pip install py-spy)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a ~45 s smoke run")
     args = parser.parse_args(argv)
     opts = Options(
         commands=args.commands,
@@ -48,6 +66,11 @@ def parse(argv: list[str] | None) -> Options:
         bucket_limit=args.bucket_limit,
         bucket_window=args.bucket_window,
         queue_latency=args.queue_latency,
+        relay_jobs=args.relay_jobs,
+        relay_interval=args.relay_interval,
+        relay_rounds=args.relay_rounds,
+        phases=args.phases.upper(),
+        profile=args.profile,
         database_url=None,
     )
     if args.quick:
@@ -55,11 +78,22 @@ def parse(argv: list[str] | None) -> Options:
         opts.rerolls = min(opts.rerolls, opts.members)
         opts.latency, opts.queued = min(opts.latency, 1.0), 100
         opts.leak_first, opts.leak_total = 100, 300
+        opts.relay_jobs, opts.relay_rounds = min(opts.relay_jobs, 24), 1
     return opts
 
 
 def ms(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value * 1000:.1f} ms"
+
+
+def ratio(bot: float, relay: float, unit: Callable[[float], str]) -> str:
+    """``bot / relay = ratio×``: the absolute figures beside the ratio that travels."""
+    times = bot / relay if relay > 0 else math.nan
+    return f"{unit(bot)} / {unit(relay)} = {times:.2f}×"
+
+
+def mb(value: float) -> str:
+    return f"{value:.0f} MB"
 
 
 def verdict(ok: bool | None) -> str:
@@ -75,6 +109,43 @@ def rows_for(figures: list[Figures], tag: str) -> list[Row]:
     ) -> None:
         rows.append((name, value, target, verdict(ok() if ok else None), phase + tag))
 
+    if r := by.get("R"):
+        bot, relay = r["bot"], r["relay"]
+
+        def within(key: str, bound: float) -> Callable[[], bool]:
+            return lambda: bot[key] <= bound * relay[key]
+
+        add(
+            "R",
+            "result overhead p50: bot / relay",
+            ratio(bot["overhead_p50"], relay["overhead_p50"], ms),
+            "≤ 1.5×",
+            within("overhead_p50", 1.5),
+        )
+        add(
+            "R",
+            "result overhead p99: bot / relay",
+            ratio(bot["overhead_p99"], relay["overhead_p99"], ms),
+            "≤ 2×",
+            within("overhead_p99", 2),
+        )
+        add(
+            "R",
+            "CPU per job, intake included: bot / relay",
+            ratio(bot["cpu_per_job"], relay["cpu_per_job"], ms),
+            "≤ 2×",
+            within("cpu_per_job", 2),
+        )
+        add("R", "peak RSS: bot / relay", ratio(bot["peak_rss_mb"], relay["peak_rss_mb"], mb))
+        add(
+            "R",
+            "jobs done; failed; Discord 429s: bot / relay",
+            " / ".join(
+                f"{side['jobs']}; {side['failed']}; {side['discord_429']}"
+                + ("" if side["complete"] else " (INCOMPLETE)")
+                for side in (bot, relay)
+            ),
+        )
     if a := by.get("A"):
         add("A", "interaction ack p50", ms(a["ack_p50"]))
         add("A", "interaction ack p99", ms(a["ack_p99"]), "≤ 50 ms", lambda: a["ack_p99"] <= 0.05)
@@ -210,30 +281,39 @@ def postgres_skip_reason(url: str | None) -> str | None:
 
 
 async def run(opts: Options) -> str:
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()[0]
     sections: list[tuple[str, list[Figures]]] = []
+    phases = {"R": relay_comparison, "A": burst, "B": throughput, "C": leak}
     with photo_results():
-        sqlite = [await burst(opts), await throughput(opts), await leak(opts)]
+        sqlite = [await phases[name](opts) for name in opts.phases if name in phases]
         sections.append(("SQLite", sqlite))
         url = os.environ.get("DATABASE_URL")
         skip = postgres_skip_reason(url)
         if skip is None:
             opts.database_url = url
-            sections.append(("PostgreSQL", [await burst(opts), await throughput(opts)]))
+            again = [await phases[name](opts) for name in opts.phases if name in "AB"]
+            sections.append(("PostgreSQL", again))
     rows: list[Row] = []
     for name, figures in sections:
         rows += rows_for(figures, "" if name == "SQLite" else "-pg")
     if skip is not None:
         rows.append(("PostgreSQL figures", "skipped", "", "-", f"({skip})"))
-    phases = [(f.name, f.settings) for f in sections[0][1]]
-    legend = "\n".join(f"  {name}: {settings}" for name, settings in phases)
+    legend = "\n".join(f"  {f.name}: {f.settings}" for f in sections[0][1])
     if len(sections) > 1:
         legend += "\n  A-pg, B-pg: the same on PostgreSQL (DATABASE_URL)"
     return (
         f"fluxbot benchmark — {machine()}\n"
+        # Other processes on the machine weigh on the bot (more threads, more hops) more than
+        # on the relay: the ratios are comparable between runs on quiet machines.
+        f"load average (1 min) {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at the end "
+        f"of the phases\n"
         f"{table(rows)}\nPhases (each with fresh fakes, database and bot process):\n{legend}\n"
         "Bot overhead = the fake API's answer to the fake Discord accepting the result message "
         "(download, checks, upload, database).\n"
+        "R's ratios are the targets: milliseconds depend on the machine, the ratio to a bare relay "
+        "measured in the same run on the same machine much less.\n"
+        "What each check on a picture costs (bench/checks.py; CPU per call, median of 15):\n"
+        f"{checks.table(checks.costs(opts.width, opts.height))}\n"
         f"Bot logs: {opts.log_dir}   total run time {time.monotonic() - started:.0f} s"
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -123,12 +124,12 @@ class GenerationWorker:
             # 429s are the queue's business: it slows down as a whole (DESIGN §7).
             result, api_seconds = await self._call_api(generation, body)
             job.api_call_done()
-            images = [
-                await self._api.download(image, max_bytes=MAX_RESULT_BYTES)
-                for image in result.images
-            ]
-            # Stored before posting: a Remix pressed the moment the result appears shows it.
-            await self._store.generations.set_seed(generation.id, result.seed)
+            # The seed is stored before posting (a Remix pressed the moment the result appears
+            # shows it), while the images download: the write is then off the result's path.
+            _, images = await asyncio.gather(
+                self._store.generations.set_seed(generation.id, result.seed),
+                self._download(result),
+            )
             message_ids = await publisher.job_succeeded(generation, result, images)
             self._show_on_card(generation)
         except RateLimitedError as exc:
@@ -201,6 +202,11 @@ class GenerationWorker:
             elapsed = time.monotonic() - started
             self._metrics.api_call(generation.model, result, elapsed)
         return answer, elapsed
+
+    async def _download(self, result: GenerationResult) -> list[bytes]:
+        return [
+            await self._api.download(image, max_bytes=MAX_RESULT_BYTES) for image in result.images
+        ]
 
     async def _rate_limited(
         self, publisher: Publisher, generation: Generation, exc: RateLimitedError

@@ -211,3 +211,26 @@ def patched_size_png(width: int, height: int) -> bytes:
     struct.pack_into(">II", data, 16, width, height)
     struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
     return bytes(data)
+
+
+def handmade_png(width: int, height: int, raw: bytes, *, level: int = 6) -> bytes:
+    """An 8-bit RGB PNG around ``raw`` (rows of a filter type byte and 3 × ``width`` bytes, or
+    anything else), with valid CRCs: what a crafted file or a buggy encoder can produce."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(raw, level))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def jpeg_with_jfif_thumbnail(width: int = 32, height: int = 16) -> bytes:
+    """A JPEG whose JFIF header carries a 1×1 thumbnail (stale thumbnails can leak edits)."""
+    data = jpeg(width, height)
+    assert data[2:4] == b"\xff\xe0" and data[6:11] == b"JFIF\x00"
+    (length,) = struct.unpack_from(">H", data, 4)
+    body = bytearray(data[6 : 4 + length])
+    body[12:14] = b"\x01\x01"  # thumbnail width and height
+    body += b"\x80\x80\x80"  # its one RGB pixel
+    return data[:4] + struct.pack(">H", len(body) + 2) + bytes(body) + data[4 + length :]

@@ -6,12 +6,14 @@ they are given, the only exception they raise for bad input is :class:`ImageReje
 ``user_message`` can be shown to a Discord member as it is.
 
 Decompression bombs are refused from the header's dimensions before any pixel is decoded (our own
-limit, ``max_source_pixels``, below Pillow's global ``MAX_IMAGE_PIXELS``, which we leave alone), and
-truncated files fail because Pillow's ``LOAD_TRUNCATED_IMAGES`` stays off and every image is
-fully loaded.
+limit, ``max_source_pixels``, below Pillow's global ``MAX_IMAGE_PIXELS``, which we leave alone).
+Truncated files fail: a file kept as it is (a result that fits, a plain reference) is proven
+whole from its container without decoding (:mod:`~services.images.containers`), and anything
+else is fully loaded with Pillow's ``LOAD_TRUNCATED_IMAGES`` left off.
 
 One job per module: :mod:`~services.images.formats` (magic bytes, header sizes, declared types,
-:class:`ImageRejected`), :mod:`~services.images.pixels` (decoding and converting, shared),
+:class:`ImageRejected`), :mod:`~services.images.containers` (whole files without decoding),
+:mod:`~services.images.pixels` (decoding and converting, shared),
 :mod:`~services.images.reference` (:func:`normalise_reference`) and
 :mod:`~services.images.upload` (:func:`fit_for_upload`).
 """

@@ -8,10 +8,12 @@ from typing import Final
 
 from PIL import Image
 
+from services.images.containers import png_rows_inflate, read_container
 from services.images.formats import (
     _EXTENSION_OF_TYPE,
     DAMAGED,
     MAX_SOURCE_PIXELS,
+    ImageRejected,
     _open,
     _reading,
 )
@@ -86,6 +88,8 @@ def normalise_reference(
     if not max_megapixels > 0:
         raise ValueError("max_megapixels must be positive")
     max_pixels = max(1, int(max_megapixels * 1_000_000))
+    if (reused := _reusable(data, min(max_pixels, max_source_pixels))) is not None:
+        return reused
     image, kind = _open(data, max_source_pixels)
     with image:
         raw_w, raw_h = image.size
@@ -95,7 +99,6 @@ def normalise_reference(
         with _reading(DAMAGED, "damaged"):
             rgb = _to_rgb(frame)
             target = _target_size(rgb.width, rgb.height, max_pixels)
-            reusable = kind == "image/png" and target == image.size and _plain_rgb(image)
             if target != rgb.size:
                 rgb = rgb.resize(
                     target,
@@ -103,9 +106,7 @@ def normalise_reference(
                     box=_cover_box(rgb.width, rgb.height, target),
                     reducing_gap=3.0,
                 )
-    if reusable and len(data) <= REFERENCE_PNG_MAX_BYTES:
-        encoded, content_type = data, "image/png"  # nothing to change: skip a ~100 ms encode
-    elif kind == "image/jpeg":
+    if kind == "image/jpeg":
         encoded = _save(rgb, "JPEG", quality=REFERENCE_JPEG_QUALITY)  # photos stay photos
         content_type = "image/jpeg"
     else:
@@ -123,11 +124,34 @@ def normalise_reference(
     )
 
 
-def _plain_rgb(image: Image.Image) -> bool:
-    """A still RGB picture with no metadata: its original bytes can be re-hosted as they are.
+def _reusable(data: bytes, max_pixels: int) -> PreparedImage | None:
+    """The upload itself, when it needs no change and its container proves it whole.
 
-    Metadata rules it out because the reference is posted publicly: EXIF can hold a location.
+    A plain PNG or JPEG (no metadata, no transparency, one frame: see
+    :class:`~services.images.containers.WholeFile`) already within the pixel budget and on the
+    16-pixel grid would come out of the decode, resize and encode as the same picture. Its
+    structure, and for a PNG its inflated rows, prove it whole and decodable (~7 ms for a 1.5 MB
+    PNG, ~0.1 ms for a JPEG) instead (~12 ms for the PNG; the JPEG was re-encoded too).
+    Anything else is decoded and encoded again, so no bytes of a member's file but those of a
+    proven plain picture are ever re-hosted: no trailing data, no unknown chunk, no missing row.
     """
-    metadata = {"exif", "icc_profile", "XML:com.adobe.xmp", "xmp"} & set(image.info)
-    animated = getattr(image, "is_animated", False)
-    return image.mode == "RGB" and not metadata and not animated and not image.text  # type: ignore[attr-defined]
+    try:
+        whole = read_container(data)
+    except ImageRejected:
+        return None  # cut short or altered: decoding decides whether the pixels are all there
+    if (
+        whole is None
+        or not whole.plain
+        or len(data) > REFERENCE_PNG_MAX_BYTES
+        or _target_size(whole.width, whole.height, max_pixels) != (whole.width, whole.height)
+        or (whole.content_type == "image/png" and not png_rows_inflate(data, whole))
+    ):
+        return None
+    extension = _EXTENSION_OF_TYPE[whole.content_type]
+    return PreparedImage(
+        data=data,
+        width=whole.width,
+        height=whole.height,
+        content_type=whole.content_type,
+        filename=f"reference.{extension}",
+    )

@@ -9,6 +9,7 @@ from typing import Final
 
 from PIL import Image
 
+from services.images.containers import read_container
 from services.images.formats import (
     _EXTENSION_OF_TYPE,
     DAMAGED,
@@ -31,7 +32,8 @@ UPLOAD_MIN_LONG_SIDE: Final = 256
 _WEBP_MAX_SIDE: Final = 16383
 _JPEG_MAX_SIDE: Final = 65500
 #: What a Discord upload may be: every format of the ladder.
-UPLOAD_TYPES: Final = frozenset({"image/png", "image/webp", "image/jpeg"})
+#: What may be posted. GIF is kept when it fits (Discord shows it); the ladder never makes one.
+UPLOAD_TYPES: Final = frozenset({"image/png", "image/webp", "image/jpeg", "image/gif"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,11 @@ def _encodings(
         yield _save(flat, "JPEG", quality=UPLOAD_JPEG_QUALITY, optimize=True), "image/jpeg"
 
 
+def _kept(data: bytes, stem: str, kind: str, width: int, height: int) -> EncodedFile:
+    filename = f"{stem}.{_EXTENSION_OF_TYPE[kind]}"
+    return EncodedFile(data, filename, kind, width, height, reencoded=False)
+
+
 def fit_for_upload(
     data: bytes,
     *,
@@ -76,6 +83,17 @@ def fit_for_upload(
     a smaller one), until one fits or the long side would go under 256 px. A model's input limits
     narrow it: ``max_side`` (scaled down to it first) and ``types`` (the formats it takes).
     """
+    if len(data) <= limit:
+        # A truncated or damaged file must never be posted: its container proves it whole
+        # (~0.3 ms for 1.5 MB) unless it is of a kind only a full decode can vouch for.
+        whole = read_container(data)
+        if (
+            whole is not None
+            and whole.width * whole.height <= max_source_pixels
+            and whole.content_type in types
+            and (max_side is None or max(whole.width, whole.height) <= max_side)
+        ):
+            return _kept(data, stem, whole.content_type, whole.width, whole.height)
     image, kind = _open(data, max_source_pixels)
     with image:
         width, height = image.size

@@ -3,6 +3,7 @@ is sent as its own model's body, refused in words before any call when the model
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -218,3 +219,55 @@ async def test_every_reference_goes_in_order_as_the_model_takes_them(
     await worker(store, api, Delivered(), T0)(Job(generation.id, user_id=1))
     assert api.bodies[0][key] == [REFERENCE_URL, *extra]
     assert api.downloads[0] == REFERENCE_URL  # the first one is the one measured
+
+
+class AnsweringApi:
+    """Answers every generation with one image, whose download waits for the seed to be stored."""
+
+    def __init__(self, seed_stored: asyncio.Event) -> None:
+        self.seed_stored = seed_stored
+
+    async def generate(self, body: dict[str, Any], **options: Any) -> GenerationResult:
+        return GenerationResult(images=[GeneratedImage(url="https://cdn.example/1.png")], seed=42)
+
+    async def download(self, image: GeneratedImage, *, max_bytes: int) -> bytes:
+        # Only possible if the seed is written while the image downloads, not after.
+        await asyncio.wait_for(self.seed_stored.wait(), 5)
+        return b"\x89PNG..."
+
+
+class RecordingPublisher(Publisher):
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+        self.seed_when_posted: int | None = None
+
+    async def job_succeeded(self, generation: Generation, *_: object) -> list[int]:
+        stored = await self.store.generations.get(generation.id)
+        assert stored is not None
+        self.seed_when_posted = stored.seed
+        return [1234]
+
+
+async def test_the_seed_is_stored_while_the_result_downloads_and_before_it_is_posted(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    generation = await queued(store)
+    seed_stored = asyncio.Event()
+    set_seed = store.generations.set_seed
+
+    async def storing(generation_id: int, seed: int | None) -> Generation | None:
+        stored = await set_seed(generation_id, seed)
+        seed_stored.set()
+        return stored
+
+    monkeypatch.setattr(store.generations, "set_seed", storing)
+    publisher = RecordingPublisher(store)
+    run = worker(store, AnsweringApi(seed_stored), publisher, T0)
+
+    await run(Job(generation.id, user_id=1))
+
+    assert publisher.seed_when_posted == 42
+    done = await store.generations.get(generation.id)
+    assert done is not None and done.status == GenerationStatus.DONE
+    assert list(done.result_message_ids) == [1234]

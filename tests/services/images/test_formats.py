@@ -18,6 +18,7 @@ from PIL import Image, ImageFile
 
 from services.errors import UserFacingError
 from services.images import formats
+from services.images.containers import read_container
 from services.images.formats import ImageRejected, check_attachment_meta, sniff_image_type
 from services.images.reference import normalise_reference
 from services.images.upload import fit_for_upload
@@ -180,6 +181,8 @@ def _only_image_rejected(data: bytes) -> None:
     for call in (
         normalise_reference,
         lambda d: fit_for_upload(d, limit=200),
+        lambda d: fit_for_upload(d, limit=10 * 1024 * 1024),  # kept: the container decides
+        read_container,
     ):
         try:
             call(data)

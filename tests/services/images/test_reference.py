@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageFile
 
 from services.images import reference
 from services.images.formats import ImageRejected, sniff_image_type
@@ -187,3 +187,59 @@ def test_concurrent_calls_agree_with_serial_ones() -> None:
     serial = [run(data) for data in inputs]
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert list(pool.map(run, inputs)) == serial
+
+
+# --- uploads that need no change -----------------------------------------------------------------
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any pixel decode fails the test: a plain upload is proven by its structure alone."""
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+
+
+@pytest.mark.parametrize(
+    ("make", "content_type"),
+    [
+        (lambda: fx.photo_like_png(320, 240), "image/png"),
+        (lambda: fx.jpeg(320, 240), "image/jpeg"),
+    ],
+)
+@pytest.mark.usefixtures("no_decoding")
+def test_a_plain_upload_is_reused_without_decoding(
+    make: Callable[[], bytes], content_type: str
+) -> None:
+    original = make()
+    prepared = normalise_reference(original)
+    assert prepared.data == original
+    assert (prepared.content_type, prepared.width, prepared.height) == (content_type, 320, 240)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: fx.png(330, 240),  # off FLUX's 16-pixel grid: cropped
+        lambda: fx.png(1280, 960),  # over the megapixel budget: scaled
+        fx.jpeg_with_jfif_thumbnail,  # a thumbnail can show what an edit removed
+        lambda: fx.jpeg(320, 240) + b"\x00",  # bytes after the end
+        lambda: fx.photo_like_png(320, 240)[:-12],  # cut in its last bytes: pixels all there
+        lambda: fx.handmade_png(32, 16, (b"\x00" + b"\x40" * 96) * 10),  # 10 of its 16 rows
+    ],
+)
+def test_an_upload_that_is_not_plain_and_whole_is_decoded_and_encoded_again(
+    make: Callable[[], bytes],
+) -> None:
+    original = make()
+    prepared = normalise_reference(original)
+    assert prepared.data != original
+    assert decode(prepared.data).size == (prepared.width, prepared.height)
+
+
+def test_a_png_that_lies_about_its_size_is_still_refused() -> None:
+    with pytest.raises(ImageRejected) as caught:
+        normalise_reference(fx.patched_size_png(512, 512))  # within budget, on the grid
+    assert caught.value.reason == "damaged"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import struct
 import time
 from collections.abc import Callable
 
 import pytest
+from PIL import Image, ImageFile
 
 from services.images import upload
 from services.images.formats import ImageRejected
@@ -117,3 +119,77 @@ def test_bytes_over_the_models_limit_give_a_smaller_file_it_takes() -> None:
     fitted = fit_for_upload(data, limit=limit, max_side=4096, types=("image/png", "image/jpeg"))
     assert fitted.content_type == "image/jpeg" and len(fitted.data) <= limit
     assert max(decode(fitted.data).size) <= 512
+
+
+# --- results posted as they are ------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any pixel decode fails the test: what is kept must be proven whole without one."""
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+
+
+@pytest.mark.parametrize(
+    ("make", "content_type", "size"),
+    [
+        (lambda: fx.photo_like_png(320, 240), "image/png", (320, 240)),
+        (lambda: fx.jpeg(320, 240), "image/jpeg", (320, 240)),
+        (lambda: fx.webp(48, 32, lossless=False), "image/webp", (48, 32)),
+    ],
+)
+@pytest.mark.usefixtures("no_decoding")
+def test_whole_results_are_kept_without_decoding(
+    make: Callable[[], bytes], content_type: str, size: tuple[int, int]
+) -> None:
+    data = make()
+    kept = fit_for_upload(data, limit=10 * 1024 * 1024)
+    assert (kept.data, kept.content_type, kept.reencoded) == (data, content_type, False)
+    assert (kept.width, kept.height) == size
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: fx.photo_like_png(48, 32),
+        lambda: fx.jpeg(48, 32),
+        lambda: fx.webp(48, 32, lossless=False),
+    ],
+)
+def test_a_result_cut_short_anywhere_is_never_posted(make: Callable[[], bytes]) -> None:
+    data = make()
+    for length in range(len(data)):
+        with pytest.raises(ImageRejected):
+            fit_for_upload(data[:length], limit=10 * 1024 * 1024)
+
+
+def test_a_gif_result_is_still_proven_by_decoding_its_first_frame() -> None:
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 64), 60).save(buffer, "GIF")
+    data = buffer.getvalue()
+    assert fit_for_upload(data, limit=10 * 1024 * 1024).data == data
+    with pytest.raises(ImageRejected) as caught:
+        fit_for_upload(data[: len(data) * 3 // 5], limit=10 * 1024 * 1024)
+    assert caught.value.reason == "damaged"
+
+
+def test_a_result_cut_in_its_last_bytes_is_refused_though_pillow_would_decode_it() -> None:
+    data = fx.photo_like_png(48, 32)
+    decode(data[:-12])  # no IEND: Pillow does not miss it
+    with pytest.raises(ImageRejected) as caught:
+        fit_for_upload(data[:-12], limit=10 * 1024 * 1024)
+    assert caught.value.reason == "damaged"
+
+
+def test_a_result_altered_on_the_way_is_never_posted() -> None:
+    data = bytearray(fx.photo_like_png(48, 32))
+    (length,) = struct.unpack_from(">I", data, 33)
+    data[33 + 8 + length] ^= 0x01  # the IDAT's CRC: Pillow never checks it
+    decode(bytes(data))
+    with pytest.raises(ImageRejected) as caught:
+        fit_for_upload(bytes(data), limit=10 * 1024 * 1024)
+    assert caught.value.reason == "damaged"
