@@ -19,8 +19,8 @@ from typing import Any
 
 from bot import FluxBot, configure_logging, create_bot
 from services.config import Settings
-from tests.e2e.conftest import API_KEY, TOKEN, ReadySignal
 from tests.fakes.discord import FakeDiscord
+from tests.world import API_KEY, TOKEN, ReadySignal
 
 LAG_INTERVAL = 0.005
 

@@ -27,10 +27,10 @@ from unittest import mock
 from aiohttp import web
 from PIL import Image
 
-from tests.e2e.conftest import API_KEY, TOKEN
 from tests.fakes import aimlapi
 from tests.fakes.aimlapi import FakeAimlApi
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeRequest
+from tests.world import API_KEY, TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 SEND = re.compile(r"^/channels/(\d+)/messages$")
