@@ -26,6 +26,12 @@ BUSY_TOO_LONG = (
 UNEXPECTED = "Something went wrong on our side. Press Reroll to retry."
 
 
+def storable(seed: int | None) -> int | None:
+    """The API may answer any seed; one past a 64-bit column is kept out of the store (shown
+    on the result, but no member could type it back into the Remix form anyway)."""
+    return seed if seed is not None and 0 < seed < 2**63 else None
+
+
 class ReferenceUnavailable(UserFacingError):
     """The reference image can no longer be fetched (its card was deleted)."""
 
@@ -99,9 +105,8 @@ class GenerationWorker:
                 for image in result.images
             ]
             # Stored before posting: a Remix pressed the moment the result appears shows it.
-            await self._store.generations.set_seed(generation.id, result.seed)
+            await self._store.generations.set_seed(generation.id, storable(result.seed))
             message_ids = await publisher.job_succeeded(generation, result, images)
-            self._show_on_card(generation)
         except RateLimitedError as exc:
             await self._rate_limited(publisher, generation, exc)
         except UserFacingError as exc:
@@ -112,12 +117,13 @@ class GenerationWorker:
         else:
             await self._store.generations.mark_done(
                 generation.id,
-                seed=result.seed,
+                seed=storable(result.seed),
                 result_message_ids=message_ids,
                 inference_seconds=result.inference_seconds,
                 finished_at=self._now(),
                 nsfw_withheld=sum(image.nsfw for image in result.images),
             )
+            self._show_on_card(generation)  # once stored: an edit made at once must read "done"
             log.info(
                 "generation %s: done in %.2fs (api inference %s)",
                 generation.id,
