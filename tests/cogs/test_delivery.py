@@ -1,47 +1,66 @@
-"""Upload fit: results (and the re-hosted reference) are re-encoded to the limit the interaction
-reported; a file Discord still refuses is explained in the thread."""
+"""Upload fit: results are fitted to the upload limit of the place they go (its guild's boost tier);
+a file Discord still refuses is explained in the thread."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import pytest
+
 from tests import images
+from tests.fakes import aimlapi
 from tests.world import World
 
-LIMIT = 2000  # bytes: a 1000×1000 PNG (~5 kB) does not fit, its WebP does
+MIB = 1024 * 1024
+#: Big enough that a result at this size is over 10 MiB as PNG (random pixels don't compress).
+SIDE = 2000
 
 
-def small_guild(world: World) -> tuple[int, int, int]:
-    guild = world.discord.add_guild("Tiny uploads", filesize_limit=LIMIT)
-    return guild, world.discord.add_text_channel(guild, "art"), world.discord.add_member(guild, "z")
+@functools.cache
+def _noise(width: int, height: int) -> bytes:
+    return images.noise_png(width, height)
 
 
-async def test_a_result_over_the_channel_limit_is_reencoded_to_fit(world: World):
-    _, channel, member = small_guild(world)
-    attachment = world.upload(images.png(1000, 1000), channel=channel)
-    assert attachment["size"] > LIMIT
-    interaction = await world.imagine(user=member, channel=channel, attachment=attachment)
+def _noise_pngs(width: int, height: int, seed: int, count: int) -> list[bytes]:
+    return [_noise(width, height)] * count
+
+
+@pytest.fixture
+def big_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake API answers with incompressible pictures: over 10 MiB as PNG at 2000²."""
+    monkeypatch.setattr(aimlapi, "_solid_pngs", _noise_pngs)
+
+
+async def test_a_result_over_the_guilds_limit_is_reencoded_to_fit(world: World, big_results: None):
+    await world.restart_bot(max_input_megapixels=4.0)
+    attachment = world.upload(images.png(SIDE, SIDE))
+    interaction = await world.imagine(attachment=attachment)
     await interaction.response()
-    card_id = int(interaction.original_message["id"])
-    result = await world.result_in(card_id)
-    card = await world.card_status(card_id, "✅ Done")
+    result = await world.result_in(int(interaction.original_message["id"]))
 
+    assert len(_noise(SIDE, SIDE)) > 10 * MIB
     [file] = result["attachments"]
-    assert file["size"] <= LIMIT and not file["filename"].endswith(".png")
+    assert file["size"] <= 10 * MIB and not file["filename"].endswith(".png")
     assert f"/{file['filename']}?" in result["embeds"][0]["image"]["url"]
-    assert card["attachments"][0]["size"] <= LIMIT  # the reference fitted too
     assert world.discord.rejections == []
 
 
-async def test_a_limit_that_shrank_meanwhile_is_explained_in_the_thread(world: World):
-    guild, channel, member = small_guild(world)
+async def test_a_boost_that_ended_unannounced_is_explained_in_the_thread(
+    world: World, big_results: None
+):
+    await world.restart_bot(max_input_megapixels=4.0)
+    guild = world.discord.add_guild("Boosted", premium_tier=2)
+    channel = world.discord.add_text_channel(guild, "art")
+    member = world.discord.add_member(guild, "z")
 
     def boost_ends(params: dict[str, Any], index: int) -> bool:
-        world.discord.guilds[guild]["filesize_limit"] = 100  # while the job runs
+        world.discord.set_premium_tier(guild, 0, announce=False)  # while the job runs
         return False
 
     world.api.nsfw = boost_ends
-    interaction = await world.imagine(user=member, channel=channel)
+    attachment = world.upload(images.png(SIDE, SIDE), channel=channel)
+    interaction = await world.imagine(user=member, channel=channel, attachment=attachment)
     await interaction.response()
     card_id = int(interaction.original_message["id"])
     failure = await world.result_in(card_id)
