@@ -186,6 +186,10 @@ class DiscordPublisher:
         await self.bot.store.generations.set_reference_url(generation.id, url)
         return url
 
+    async def ready_for_results(self, generation: Generation) -> None:
+        if generation.thread_id and generation.thread_id != generation.channel_id:
+            await self.work.thread_ready(generation.thread_id)
+
     async def job_succeeded(
         self, generation: Generation, result: GenerationResult, images: list[bytes]
     ) -> list[int]:

@@ -198,7 +198,9 @@ class ImagineCog(commands.Cog):
         generation = (await self.bot.generations.submit(new)).generation
         if as_sent:  # the card's first status edit also keeps the reference, for later jobs
             rehosted = self.work.rehosting(card.id)
-            edit = functools.partial(self._rehost_with_status, card, reference, rehosted)
+            edit = functools.partial(
+                self._rehost_with_status, card, image, reference.filename, rehosted
+            )
             self.bot.generations.cards.request(card.id, edit=edit)
         return generation
 
@@ -242,13 +244,16 @@ class ImagineCog(commands.Cog):
     async def _rehost_with_status(
         self,
         card: discord.PartialMessage,
-        reference: PreparedImage,
+        image: discord.Attachment,
+        filename: str,
         rehosted: asyncio.Future[str | None],
     ) -> None:
         """The card's first status edit, which also attaches the reference (one edit, not two).
 
-        If it fails, the job goes on with the member's own URL, and so do later jobs while that
-        URL lives (about a day); the card still gets its status.
+        The reference is the member's file unchanged, so it is read again here rather than
+        held in memory while a busy channel's edits queue. If this fails, the job goes on with
+        the member's own URL, and so do later jobs while that URL lives (about a day); the card
+        still gets its status.
         """
         try:
             generation = await self.bot.store.generations.latest_for_card(card.id)
@@ -256,7 +261,8 @@ class ImagineCog(commands.Cog):
                 return
             fields = card_fields(self.bot, generation)
             async with self.work.one_at_a_time(card.channel.id, "edits"):
-                with uploads([(reference.data, reference.filename, False)]) as files:
+                data = await image.read()
+                with uploads([(data, filename, False)]) as files:
                     edited = await card.edit(attachments=files, **fields)
             rehosted.set_result(edited.attachments[0].url)
         except discord.HTTPException as exc:

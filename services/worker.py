@@ -56,6 +56,9 @@ class Publisher(Protocol):
 
     async def fresh_reference_url(self, generation: Generation) -> str: ...
 
+    async def ready_for_results(self, generation: Generation) -> None:
+        """Wait until the place results go can take them (a thread still being opened)."""
+
     async def job_succeeded(
         self, generation: Generation, result: GenerationResult, images: list[bytes]
     ) -> list[int]: ...
@@ -100,6 +103,9 @@ class GenerationWorker:
             # 429s are the queue's business: it slows down as a whole (DESIGN §7).
             result = await self._api.generate(body, retry_rate_limited=False)
             job.api_call_done()
+            # Downloaded once they can be posted: results waiting for a busy channel's thread
+            # budget would otherwise each hold their pictures in memory meanwhile.
+            await publisher.ready_for_results(generation)
             images = [
                 await self._api.download(image, max_bytes=MAX_RESULT_BYTES)
                 for image in result.images

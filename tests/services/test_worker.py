@@ -36,6 +36,9 @@ class Publisher:
     async def fresh_reference_url(self, generation: Generation) -> str:
         return generation.reference_url
 
+    async def ready_for_results(self, generation: Generation) -> None:
+        raise AssertionError("a busy API never gets this far")
+
     async def job_succeeded(self, *_: object) -> list[int]:
         raise AssertionError("a busy API never succeeds")
 
