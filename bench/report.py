@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from bench.harness import photo_results
-from bench.phases import Figures, Options, burst, leak, throughput
+from bench.phases import Figures, Options, burst, busy, leak, throughput
 
 Row = tuple[str, str, str, str, str]  # figure, value, target, verdict, phase
 
@@ -36,6 +36,7 @@ def parse(argv: list[str] | None) -> Options:
         "--queue-latency", type=float, default=1.0, help="API latency in phase B, s (1.0)"
     )
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run")
+    parser.add_argument("--only", default="ABCD", help="phases to run, e.g. D (ABCD)")
     args = parser.parse_args(argv)
     opts = Options(
         commands=args.commands,
@@ -49,6 +50,7 @@ def parse(argv: list[str] | None) -> Options:
         bucket_window=args.bucket_window,
         queue_latency=args.queue_latency,
         database_url=None,
+        phases=args.only.upper(),
     )
     if args.quick:
         opts.commands, opts.members = min(opts.commands, 40), min(opts.members, 10)
@@ -155,6 +157,43 @@ def rows_for(figures: list[Figures], tag: str) -> list[Row]:
             f"{b['jobs']}; {b['discord_429']} / {b['discord_other_4xx']} / {b['failed']}"
             + ("" if b["complete"] else " (INCOMPLETE)"),
         )
+    if d := by.get("D"):
+        add(
+            "D",
+            "command → API call p50 / p95",
+            f"{ms(d['to_api_p50'])} / {ms(d['to_api_p95'])}",
+            "p95 ≤ 1000 ms",
+            lambda: d["to_api_p95"] <= 1.0,
+        )
+        add(
+            "D",
+            "result posted after API answer & thread p50 / p95",
+            f"{ms(d['post_delay_p50'])} / {ms(d['post_delay_p95'])}",
+            "p95 ≤ 1000 ms",
+            lambda: d["post_delay_p95"] <= 1.0,
+        )
+        add(
+            "D",
+            "command → result p50 / p95",
+            f"{ms(d['to_result_p50'])} / {ms(d['to_result_p95'])}",
+        )
+        add(
+            "D",
+            "last thread made / last card edit (after first command)",
+            f"{d['threads_done']:.1f} s / {d['cards_settled']:.1f} s",
+        )
+        add(
+            "D",
+            "parent-channel writes / card edits per job",
+            f"{d['parent_writes_per_job']:.2f} / {d['card_edits_per_job']:.2f}",
+        )
+        add(
+            "D",
+            "jobs done / wall time; Discord 429s / other 4xx / failed",
+            f"{d['jobs']} / {d['elapsed']:.1f} s; {d['discord_429']} / "
+            f"{d['discord_other_4xx']} / {d['failed']}"
+            + ("" if d["complete"] else " (INCOMPLETE)"),
+        )
     if c := by.get("C"):
         add("C", f"RSS after {c['rss_first_jobs']} jobs (after GC)", f"{c['rss_first_mb']:.0f} MB")
         add("C", f"RSS after {c['rss_last_jobs']} jobs (after GC)", f"{c['rss_last_mb']:.0f} MB")
@@ -213,13 +252,15 @@ async def run(opts: Options) -> str:
     started = time.monotonic()
     sections: list[tuple[str, list[Figures]]] = []
     with photo_results():
-        sqlite = [await burst(opts), await throughput(opts), await leak(opts)]
+        runners = {"A": burst, "B": throughput, "C": leak, "D": busy}
+        sqlite = [await runners[name](opts) for name in opts.phases if name in runners]
         sections.append(("SQLite", sqlite))
         url = os.environ.get("DATABASE_URL")
         skip = postgres_skip_reason(url)
         if skip is None:
             opts.database_url = url
-            sections.append(("PostgreSQL", [await burst(opts), await throughput(opts)]))
+            pg = [await runners[name](opts) for name in opts.phases if name in "AB"]
+            sections.append(("PostgreSQL", pg))
     rows: list[Row] = []
     for name, figures in sections:
         rows += rows_for(figures, "" if name == "SQLite" else "-pg")

@@ -46,6 +46,9 @@ class Publisher:
     async def fresh_reference_urls(self, generation: Generation) -> list[str]:
         return list(generation.references)
 
+    async def ready_for_results(self, generation: Generation) -> None:
+        raise AssertionError("a busy API never gets this far")
+
     async def job_succeeded(self, *_: object) -> list[int]:
         raise AssertionError("a busy API never succeeds")
 
@@ -135,6 +138,9 @@ class RecordingApi:
 
 
 class Delivered(Publisher):
+    async def ready_for_results(self, generation: Generation) -> None:
+        pass
+
     async def job_succeeded(self, *_: object) -> list[int]:
         return [555]
 
