@@ -305,11 +305,17 @@ class Server:
         height: int,
         bucket_limit: int,
         bucket_window: float,
+        channel_write_limit: tuple[int, float] | None = None,
     ) -> AsyncIterator[Server]:
+        """``channel_write_limit``: Discord's per-channel sends/edits/threads budget (phase D);
+        ``None`` puts those routes under ``bucket_limit`` like the rest (phases A–C)."""
         async with (
             GatedApi(api_key=API_KEY, latency=latency) as api,
             FakeDiscord(
-                token=TOKEN, bucket_limit=bucket_limit, bucket_window=bucket_window
+                token=TOKEN,
+                bucket_limit=bucket_limit,
+                bucket_window=bucket_window,
+                channel_write_limit=channel_write_limit,
             ) as discord,
         ):
             guild = discord.add_guild("Busy Server")

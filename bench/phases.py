@@ -1,4 +1,5 @@
-"""The benchmark's phases: a burst (latency), a full queue (throughput) and a long run (leaks).
+"""The benchmark's phases: a burst (latency), a full queue (throughput), a long run (leaks) and
+a busy channel under Discord's own per-channel limits.
 
 Each phase gets fresh fakes, a fresh database and a fresh bot process, so one phase's state
 cannot colour the next one's figures.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import statistics
 import tempfile
 import time
@@ -42,8 +44,13 @@ class Options:
     relay_jobs: int = 96
     relay_interval: float = 0.4
     relay_rounds: int = 4
-    phases: str = "RABC"
+    phases: str = "RABCD"
     profile: bool = False
+    busy_commands: int = 30
+    busy_spread: float = 10.0
+    busy_concurrency: int = 32
+    #: Discord's per-channel budget for sends, edits and thread creation (commonly 5 per 5 s).
+    busy_write_limit: tuple[int, float] = (5, 5.0)
     database_url: str | None = None
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fluxbot-bench-")))
 
@@ -88,15 +95,19 @@ async def world(
     bucket_limit: int,
     module: str = "bench.botproc",
     monitor: bool = True,
+    members: int | None = None,
+    channels: int | None = None,
+    channel_write_limit: tuple[int, float] | None = None,
 ) -> AsyncIterator[tuple[Server, BotProcess]]:
     async with Server.running(
         latency=latency,
-        members=opts.members,
-        channels=opts.channels,
+        members=members or opts.members,
+        channels=channels or opts.channels,
         width=opts.width,
         height=opts.height,
         bucket_limit=bucket_limit,
         bucket_window=opts.bucket_window,
+        channel_write_limit=channel_write_limit,
     ) as server:
         db = opts.log_dir / f"{name}.sqlite3"
         settings = bot_settings(opts, server, concurrency=concurrency, db=db)
@@ -428,6 +439,101 @@ async def relay_comparison(opts: Options, label: str = "R") -> Figures:
             "cpu_per_job": total["cpu"] / max(1, total["jobs"]),
         }
     return figures
+
+
+THREAD = re.compile(r"^/channels/(\d+)/messages/(\d+)/threads$")
+CHANNEL_WRITE = re.compile(r"^/channels/(\d+)/(messages|threads)")
+
+
+async def busy(opts: Options, label: str = "D") -> Figures:
+    """One channel, Discord's real per-channel limits, members arriving over a few seconds.
+
+    What a member waits for: their API call to start, and their result once both the API has
+    answered and the channel's thread budget has let their thread be made.
+    """
+    limit, window = opts.busy_write_limit
+    figures = Figures(
+        label,
+        f"{opts.busy_commands} /imagine from {opts.busy_commands} members within "
+        f"{opts.busy_spread:g} s in 1 channel; API latency {opts.latency:g} s; "
+        f"MAX_CONCURRENT_JOBS={opts.busy_concurrency}; Discord per-channel limit {limit}/"
+        f"{window:g} s for sends, edits and threads (others {opts.bucket_limit}/"
+        f"{opts.bucket_window:g} s)",
+    )
+    async with world(
+        opts,
+        f"{label}-busy",
+        latency=opts.latency,
+        concurrency=opts.busy_concurrency,
+        bucket_limit=opts.bucket_limit,
+        members=opts.busy_commands,
+        channels=1,
+        channel_write_limit=opts.busy_write_limit,
+    ) as (server, _):
+        started = time.monotonic()
+        commands = []
+        for number in range(opts.busy_commands):
+            commands.append(await server.imagine(number))
+            await asyncio.sleep(opts.busy_spread / opts.busy_commands)  # arrival pacing
+        complete = await server.observed.wait_results(opts.busy_commands, timeout=180)
+        await _quiet(server, seconds=2 * window, timeout=180)  # card edits still draining
+        figures.values.update(
+            _busy_figures(server, commands),
+            **discord_figures(server),
+            complete=complete,
+            jobs=len(server.observed.results),
+            elapsed=time.monotonic() - started,
+        )
+    return figures
+
+
+async def _quiet(server: Server, *, seconds: float, timeout: float) -> None:  # noqa: ASYNC109
+    """Wait until the fake Discord has had no request for ``seconds`` (or ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = max((r.done_at for r in server.discord.requests), default=0.0)
+        if time.monotonic() - last >= seconds:
+            return
+        await asyncio.sleep(0.2)
+
+
+def _busy_figures(server: Server, commands: list[Any]) -> dict[str, Any]:
+    requests = [r for r in server.discord.requests if 200 <= r.status < 300]
+    threads = {int(m[2]): r.done_at for r in requests if (m := THREAD.match(r.path))}
+    calls = {t.prompt: t for t in server.api.timings}
+    answered = {t.seed: t.answered_at for t in server.api.timings if t.seed is not None}
+    results = {r.channel_id: r for r in server.observed.results}
+    to_api, to_result, post_delay = [], [], []
+    for interaction in commands:
+        sent = server.sent_at[interaction.id]
+        options = interaction.payload["data"]["options"]
+        prompt = next(o["value"] for o in options if o["name"] == "prompt")
+        if (call := calls.get(prompt)) is not None:
+            to_api.append(call.received_at - sent)
+        card = interaction.original_message_id
+        result = results.get(card or 0)
+        if result is None:
+            continue
+        to_result.append(result.done_at - sent)
+        if result.seed in answered:
+            ready = max(answered[result.seed], threads.get(card or 0, 0.0))
+            post_delay.append(result.done_at - ready)
+    channel = str(server.channels[0])
+    writes = [r for r in requests if (m := CHANNEL_WRITE.match(r.path)) and m[1] == channel]
+    edits = [r for r in writes if r.method == "PATCH"]
+    first = min(server.sent_at.values(), default=0.0)
+    return {
+        "to_api_p50": pct(to_api, 0.5),
+        "to_api_p95": pct(to_api, 0.95),
+        "post_delay_p50": pct(post_delay, 0.5),
+        "post_delay_p95": pct(post_delay, 0.95),
+        "to_result_p50": pct(to_result, 0.5),
+        "to_result_p95": pct(to_result, 0.95),
+        "threads_done": max(threads.values(), default=first) - first,
+        "parent_writes_per_job": len(writes) / max(1, len(commands)),
+        "card_edits_per_job": len(edits) / max(1, len(commands)),
+        "cards_settled": max((r.done_at for r in edits), default=first) - first,
+    }
 
 
 def _png_size(opts: Options) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from bench import checks
 from bench.harness import photo_results
-from bench.phases import Figures, Options, burst, leak, relay_comparison, throughput
+from bench.phases import Figures, Options, burst, busy, leak, relay_comparison, throughput
 
 Row = tuple[str, str, str, str, str]  # figure, value, target, verdict, phase
 
@@ -46,7 +46,7 @@ def parse(argv: list[str] | None) -> Options:
         "--relay-rounds", type=int, default=4, help="bot/relay alternations they are split in (4)"
     )
     parser.add_argument(
-        "--phases", default="RABC", help="which phases to run, in order (RABC; see the legend)"
+        "--phases", default="RABCD", help="which phases to run, in order (RABCD; see the legend)"
     )
     parser.add_argument(
         "--profile",
@@ -226,6 +226,43 @@ def rows_for(figures: list[Figures], tag: str) -> list[Row]:
             f"{b['jobs']}; {b['discord_429']} / {b['discord_other_4xx']} / {b['failed']}"
             + ("" if b["complete"] else " (INCOMPLETE)"),
         )
+    if d := by.get("D"):
+        add(
+            "D",
+            "command → API call p50 / p95",
+            f"{ms(d['to_api_p50'])} / {ms(d['to_api_p95'])}",
+            "p95 ≤ 1000 ms",
+            lambda: d["to_api_p95"] <= 1.0,
+        )
+        add(
+            "D",
+            "result posted after API answer & thread p50 / p95",
+            f"{ms(d['post_delay_p50'])} / {ms(d['post_delay_p95'])}",
+            "p95 ≤ 1000 ms",
+            lambda: d["post_delay_p95"] <= 1.0,
+        )
+        add(
+            "D",
+            "command → result p50 / p95",
+            f"{ms(d['to_result_p50'])} / {ms(d['to_result_p95'])}",
+        )
+        add(
+            "D",
+            "last thread made / last card edit (after first command)",
+            f"{d['threads_done']:.1f} s / {d['cards_settled']:.1f} s",
+        )
+        add(
+            "D",
+            "parent-channel writes / card edits per job",
+            f"{d['parent_writes_per_job']:.2f} / {d['card_edits_per_job']:.2f}",
+        )
+        add(
+            "D",
+            "jobs done / wall time; Discord 429s / other 4xx / failed",
+            f"{d['jobs']} / {d['elapsed']:.1f} s; {d['discord_429']} / "
+            f"{d['discord_other_4xx']} / {d['failed']}"
+            + ("" if d["complete"] else " (INCOMPLETE)"),
+        )
     if c := by.get("C"):
         add("C", f"RSS after {c['rss_first_jobs']} jobs (after GC)", f"{c['rss_first_mb']:.0f} MB")
         add("C", f"RSS after {c['rss_last_jobs']} jobs (after GC)", f"{c['rss_last_mb']:.0f} MB")
@@ -283,7 +320,7 @@ def postgres_skip_reason(url: str | None) -> str | None:
 async def run(opts: Options) -> str:
     started, load_before = time.monotonic(), os.getloadavg()[0]
     sections: list[tuple[str, list[Figures]]] = []
-    phases = {"R": relay_comparison, "A": burst, "B": throughput, "C": leak}
+    phases = {"R": relay_comparison, "A": burst, "B": throughput, "C": leak, "D": busy}
     with photo_results():
         sqlite = [await phases[name](opts) for name in opts.phases if name in phases]
         sections.append(("SQLite", sqlite))

@@ -1,7 +1,7 @@
 """``make bench``: how much the bot adds on top of the AI/ML API's own time, under load.
 
 Runs the real bot (in a child process) against the loopback fake Discord and fake AI/ML API,
-in three phases with fresh state each, and prints one table of figures against the targets.
+in four phases with fresh state each, and prints one table of figures against the targets.
 Targets are reported, not asserted: the script exits 0 whatever it measures.
 """
 

@@ -4,11 +4,19 @@
 job card, then (after the answer, so the 3 s never wait on image work) read and check the
 picture, open the thread, put the reference on the card and submit the job. One :class:`Intake`
 per bot (:func:`intake_for`), so both commands share its concurrency limit.
+
+Between the answer and the API call there is no Discord write when the member's one file can be
+used as it is: the job gets the attachment's own URL, and the results thread and the card's copy
+of the reference (which later jobs need, as attachment URLs expire) are made while the API works
+(``cogs/_cardwork.py``). In a busy channel those writes wait for the channel's budget; the API
+call does not. Several pictures (``/edit``), an embedded image, or a file that had to be
+normalised are re-hosted on the card before the call, in one edit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 from collections.abc import Sequence
@@ -16,7 +24,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import discord
 
+from cogs import _access as access
 from cogs import _render as render
+from cogs._cardwork import card_fields, card_work
 from cogs._replies import reply
 from cogs._uploads import uploads
 from services.errors import UserFacingError
@@ -38,7 +48,16 @@ log = logging.getLogger(__name__)
 #: Largest reference attachment we download; it is scaled down to MAX_INPUT_MEGAPIXELS anyway.
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
 INTAKE_CONCURRENCY = 4
-THREADABLE = (discord.TextChannel,)
+
+
+def own_upload_limit(guild: discord.Guild | None) -> int:
+    """What the bot may upload per file: the guild's boost tier, or 10 MiB in DMs.
+
+    Never ``Interaction.filesize_limit``: that is the member's, Nitro included (DESIGN §5).
+    """
+    return (
+        guild.filesize_limit if guild is not None else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+    )
 
 
 class ImageSource(Protocol):
@@ -67,6 +86,7 @@ class Intake:
         #: Commands whose image work (download, decode, re-host) runs at once; a burst waits its
         #: turn after its card is up, so answering interactions never competes with image work.
         self.intake = asyncio.Semaphore(INTAKE_CONCURRENCY)
+        self.work = card_work(bot)
 
     async def answer_with_card(
         self,
@@ -93,6 +113,8 @@ class Intake:
             log.warning("interaction %s: no card id in callback", interaction.id)
             return
         card = self._card(interaction, callback.message_id)
+        # Posting the card counts as its first edit: status edits then coalesce for a second.
+        self.bot.generations.cards.note_edited(card.id)
         try:
             async with self.intake:
                 generation = await self._start(
@@ -112,9 +134,9 @@ class Intake:
             return
         except discord.Forbidden:
             log.warning("card %s: a permission is missing in channel %s", card.id, card.channel.id)
-            await self._turn_card_down(
-                card, parameters.prompt, interaction.user.id, render.MISSING_PERMISSION
-            )
+            names = access.missing_now(interaction.channel)
+            reason = access.refusal(names, card.channel.id) if names else render.MISSING_PERMISSION
+            await self._turn_card_down(card, parameters.prompt, interaction.user.id, reason)
             return
         log.info(
             "generation %s: %s by %s", generation.id, render.KIND_NAMES[kind], interaction.user.id
@@ -144,17 +166,24 @@ class Intake:
         model: str | None = None,
         more_images: Sequence[ImageSource] = (),
     ) -> Generation:
-        """After the card is up: the checks that need the bytes, the thread, then the queue."""
-        reference = await self._prepare_reference(image)
-        if len(reference.data) > interaction.filesize_limit:
-            reference = await self.bot.images.run(
-                fit_reference, reference, limit=interaction.filesize_limit
+        """After the card is up: the checks that need the bytes, then the queue at once.
+
+        ``as_sent``: one attachment whose bytes needed no change, so the API may read the
+        member's own file and the card's copy is made with its first status edit.
+        """
+        limit = own_upload_limit(interaction.guild)
+        data = await self._download(image)
+        reference = await self._prepare_reference(data, limit)
+        more = [await self._prepare_reference(await self._download(x), limit) for x in more_images]
+        thread_id = self._results_thread(interaction, card, parameters.prompt)
+        as_sent = not more and isinstance(image, discord.Attachment) and reference.data == data
+        if as_sent:
+            assert isinstance(image, discord.Attachment)
+            reference_url, extra_urls = image.url, []
+        else:
+            reference_url, *extra_urls = await self._rehost(
+                card, [reference, *more], parameters.prompt, interaction.user.id
             )
-        more = [await self._more_reference(interaction, extra) for extra in more_images]
-        thread_id = await self._results_thread(interaction, card, parameters.prompt)
-        reference_url, *extra_urls = await self._rehost(
-            card, [reference, *more], parameters.prompt, interaction.user.id
-        )
         new = NewGeneration(
             parameters=parameters,
             kind=kind,
@@ -167,11 +196,18 @@ class Intake:
             card_message_id=card.id,
             reference_url=reference_url,
             extra_reference_urls=tuple(extra_urls),
-            upload_limit=interaction.filesize_limit,
+            upload_limit=limit,
             source_id=source[0] if source else None,
             source_image=source[1] if source else None,
         )
-        return (await self.bot.generations.submit(new)).generation
+        generation = (await self.bot.generations.submit(new)).generation
+        if as_sent:  # the card's first status edit also keeps the reference, for later jobs
+            assert isinstance(image, discord.Attachment)
+            rehosted = self.work.rehosting(card.id)
+            filename = f"{render.reference_stem(0)}.{reference.filename.rpartition('.')[2]}"
+            edit = functools.partial(self._rehost_with_status, card, image, filename, rehosted)
+            self.bot.generations.cards.request(card.id, edit=edit)
+        return generation
 
     async def apply_policy(
         self,
@@ -202,26 +238,23 @@ class Intake:
         messageable = self.bot.get_partial_messageable(channel_id, guild_id=interaction.guild_id)
         return messageable.get_partial_message(card_id)
 
-    async def _more_reference(self, interaction: Interaction, image: ImageSource) -> PreparedImage:
-        """A further picture (``/edit``), checked and prepared like the first."""
-        reference = await self._prepare_reference(image)
-        if len(reference.data) > interaction.filesize_limit:
-            reference = await self.bot.images.run(
-                fit_reference, reference, limit=interaction.filesize_limit
-            )
-        return reference
-
-    async def _prepare_reference(self, image: ImageSource) -> PreparedImage:
+    async def _download(self, image: ImageSource) -> bytes:
         try:
-            data = await image.read()
+            return await image.read()
         except discord.HTTPException as exc:
             log.info("attachment %s: download failed (%s)", image.id, exc.status)
             raise ImageRejected(
                 "I couldn't download your image. Attach it again.", reason="download_failed"
             ) from None
-        return await self.bot.images.run(
+
+    async def _prepare_reference(self, data: bytes, limit: int) -> PreparedImage:
+        """A picture normalised, and fitted to the bot's own upload limit so the card takes it."""
+        reference = await self.bot.images.run(
             normalise_reference, data, max_megapixels=self.bot.settings.max_input_megapixels
         )
+        if len(reference.data) > limit:
+            reference = await self.bot.images.run(fit_reference, reference, limit=limit)
+        return reference
 
     async def _rehost(
         self,
@@ -246,34 +279,75 @@ class Intake:
         by_name = {attachment.filename: attachment.url for attachment in edited.attachments}
         return [by_name[name] for name in names]
 
-    async def _results_thread(
+    async def _rehost_with_status(
+        self,
+        card: discord.PartialMessage,
+        image: discord.Attachment,
+        filename: str,
+        rehosted: asyncio.Future[str | None],
+    ) -> None:
+        """The card's first status edit, which also attaches the reference (one edit, not two).
+
+        The reference is the member's file unchanged, so it is read again here rather than
+        held in memory while a busy channel's edits queue. If this fails, the job goes on with
+        the member's own URL, and so do later jobs while that URL lives (about a day); the card
+        still gets its status.
+        """
+        try:
+            generation = await self.bot.store.generations.latest_for_card(card.id)
+            if generation is None:
+                return
+            fields = card_fields(self.bot, generation)
+            async with self.work.one_at_a_time(card.channel.id, "edits"):
+                data = await image.read()
+                with uploads([(data, filename, False)]) as files:
+                    edited = await card.edit(attachments=files, **fields)
+            rehosted.set_result(edited.attachments[0].url)
+        except discord.HTTPException as exc:
+            log.warning(
+                "card %s: could not keep the reference (%s %s)", card.id, exc.status, exc.code
+            )
+            self.bot.generations.cards.request(card.id)  # the status, at least, without it
+        finally:
+            if not rehosted.done():
+                rehosted.set_result(None)
+
+    def _results_thread(
         self, interaction: Interaction, card: discord.PartialMessage, prompt: str
     ) -> int | None:
-        """A new thread on the card where Discord allows one; None means reply in the channel."""
+        """Where results go: this thread, a new one on the card (opened meanwhile), or the channel.
+
+        A thread started from a message has that message's id, so the job can name it before it
+        exists; a result waits for it (``CardWork.thread_ready``), the API call does not.
+        """
         channel = interaction.channel
         if isinstance(channel, discord.Thread):
             return channel.id
-        permissions = interaction.app_permissions
-        if not (
-            isinstance(channel, THREADABLE)
-            and permissions.create_public_threads
-            and permissions.send_messages_in_threads
+        if not isinstance(channel, discord.TextChannel) or not access.makes_thread(
+            channel, interaction.app_permissions
         ):
             return None
+        self.work.open_thread(card.id, self._open_thread(channel, card, prompt))
+        return card.id
+
+    async def _open_thread(
+        self, channel: discord.TextChannel, card: discord.PartialMessage, prompt: str
+    ) -> bool:
         try:
-            thread = await channel.get_partial_message(card.id).create_thread(
-                name=render.thread_name(prompt), auto_archive_duration=1440
-            )
+            async with self.work.one_at_a_time(channel.id, "threads"):
+                await channel.get_partial_message(card.id).create_thread(
+                    name=render.thread_name(prompt), auto_archive_duration=1440
+                )
         except discord.HTTPException as exc:
             log.info(
                 "card %s: no thread (%s %s), replying in channel", card.id, exc.status, exc.code
             )
-            return None
-        return thread.id
+            return False
+        return True
 
 
 def fit_reference(reference: PreparedImage, *, limit: int) -> PreparedImage:
-    """The reference re-encoded to fit the channel's upload limit, so it can live on the card."""
+    """The reference re-encoded to fit the bot's upload limit, so it can live on the card."""
     fitted = fit_for_upload(reference.data, limit=limit, stem="reference")
     return PreparedImage(
         data=fitted.data,

@@ -96,6 +96,7 @@ class AdminCog(commands.Cog):
 
     @app_commands.command(name="fluxbot-settings")
     @app_commands.guild_only()
+    @app_commands.allowed_installs(guilds=True, users=False)
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(
         unfiltered_in_nsfw="Turn the safety checker off in channels marked NSFW (default: no)",

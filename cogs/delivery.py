@@ -3,31 +3,45 @@
 An extension that attaches its publisher to the generation service when it loads and detaches it
 when it unloads. Nothing here uses the interaction token: a queued job can outlive it (15 min),
 so every later message goes to the thread or channel through the channel endpoints.
+
+Where Discord refuses, the member is told on the card or in the thread, never only in the log:
+a thread that is gone or locked (160005) gets its results in the channel above it; an archived one
+is unarchived by the result itself; a card older than an hour is edited once per job, with its
+final state, since Discord limits edits of old messages separately (30046, DESIGN §5).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import discord
 
+from cogs import _access as access
 from cogs import _render as render
-from cogs._components import card_view
+from cogs._cardwork import card_fields, card_work
 from cogs._result_actions import result_view
 from cogs._uploads import uploads
 from services.aimlapi import GenerationResult
+from services.clock import utc_now
+from services.errors import UserFacingError
 from services.images import EncodedFile, ImageRejected, fit_for_upload
 from services.model_registry import ReferenceInfo, model_entry
-from services.store import Generation, GenerationKind
-from services.worker import DeliveryFailed, ReferenceUnavailable, ReferenceUnreadable
+from services.store import Generation, GenerationKind, GenerationStatus
+from services.worker import (
+    DeliveryFailed,
+    NoPublisher,
+    ReferenceUnavailable,
+    ReferenceUnreadable,
+)
 
 if TYPE_CHECKING:
     from bot import FluxBot
 
 log = logging.getLogger(__name__)
 
-DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+DEFAULT_UPLOAD_LIMIT = discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
 #: Jobs whose stored reference URLs were signed just before they were queued.
 FRESH_ON_FIRST_RUN = frozenset(
     {GenerationKind.IMAGINE, GenerationKind.MESSAGE, GenerationKind.EDIT}
@@ -40,26 +54,63 @@ TOO_LARGE_NOW = (
     "Discord refused the file as too large for this channel (its upload limit is lower than "
     "when you asked). Press Reroll to try again."
 )
+#: Discord's limit on edits of old messages starts at an hour; a margin for the edit's own delay.
+OLD_CARD = timedelta(minutes=55)
+FINAL = frozenset({GenerationStatus.DONE, GenerationStatus.FAILED, GenerationStatus.CANCELLED})
+#: Refusals that mean "not now", not "not allowed": archived (a post unarchives) or locked.
+THREAD_ARCHIVED, THREAD_LOCKED = 50083, 160005
+THREAD_CLOSED = frozenset({THREAD_ARCHIVED, THREAD_LOCKED})
+
+
+class CardUnreadable(UserFacingError):
+    """The card can't be read back (its reference is on it): a permission was taken away."""
+
+
+class DiscordClock:
+    """Discord's time as its newest snowflake shows it: a message's age is Discord's to judge.
+
+    A host clock that is off (or a test's fake clock) would otherwise misjudge which cards are
+    past the hour after which edits count against Discord's separate limit.
+    """
+
+    def __init__(self) -> None:
+        self._offset = timedelta(0)
+
+    def saw(self, snowflake: int) -> None:
+        self._offset = discord.utils.snowflake_time(snowflake) - utc_now()
+
+    def age(self, snowflake: int) -> timedelta:
+        return utc_now() + self._offset - discord.utils.snowflake_time(snowflake)
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        self.saw(interaction.id)
 
 
 class DiscordPublisher:
     def __init__(self, bot: FluxBot) -> None:
         self.bot = bot
+        self.clock = DiscordClock()
+        self.work = card_work(bot)
+        #: Cards whose failed edit was already explained in their thread.
+        self._told: set[int] = set()
 
     # -- where things go ----------------------------------------------------------------
 
     def _messageable(self, channel_id: int, guild_id: int | None) -> discord.PartialMessageable:
         return self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
 
-    def results_channel(self, generation: Generation) -> discord.PartialMessageable:
-        return self._messageable(generation.thread_id or generation.channel_id, generation.guild_id)
-
     def upload_limit(self, generation: Generation) -> int:
-        """The limit the job's interaction reported; discord.py's guild only knows boost tiers."""
-        if generation.upload_limit:
-            return generation.upload_limit
+        """The bot's own limit, per file: the guild's boost tier now, or 10 MiB in DMs.
+
+        The stored limit is kept if lower (a boost that ended while the job waited may not have
+        reached this process); a limit stored from an interaction, the member's, never raises it.
+        """
         guild = self.bot.get_guild(generation.guild_id) if generation.guild_id else None
-        return guild.filesize_limit if guild else DEFAULT_UPLOAD_LIMIT
+        own = guild.filesize_limit if guild is not None else None
+        if generation.guild_id is None:
+            own = DEFAULT_UPLOAD_LIMIT
+        limits = [limit for limit in (generation.upload_limit, own) if limit]
+        return min(limits) if limits else DEFAULT_UPLOAD_LIMIT
 
     def allows_nsfw(self, generation: Generation) -> bool:
         """Only a channel Discord marks NSFW may show flagged images; unknown means no."""
@@ -74,18 +125,44 @@ class DiscordPublisher:
         generation = await self.bot.store.generations.latest_for_card(card_message_id)
         if generation is None or generation.card_channel_id is None:
             return
-        ahead = self.bot.generations.jobs_ahead(generation.id)
-        embed = render.card_embed(generation, ahead=ahead)
+        if generation.status not in FINAL and (
+            self.clock.age(card_message_id) > OLD_CARD or self._archived(generation.card_channel_id)
+        ):
+            # An old card shows each job's final state only: one edit per job. A card in an
+            # archived thread can't be edited until the result (a post) unarchives it.
+            return
         card = self._messageable(generation.card_channel_id, generation.guild_id)
-        message = card.get_partial_message(card_message_id)
         try:
-            await message.edit(
-                embed=embed,
-                view=card_view(generation),
-                allowed_mentions=render.NO_MENTIONS,
-            )
-        except (discord.NotFound, discord.Forbidden) as exc:
-            log.info("card %s: not editable any more (%s)", card_message_id, exc.status)
+            async with self.work.one_at_a_time(generation.card_channel_id, "edits"):
+                await card.get_partial_message(card_message_id).edit(
+                    **card_fields(self.bot, generation)
+                )
+        except discord.NotFound:
+            log.info("card %s: deleted, not edited", card_message_id)
+        except discord.Forbidden as exc:
+            if exc.code in THREAD_CLOSED:
+                log.info(
+                    "card %s: its thread is closed (%s), not edited", card_message_id, exc.code
+                )
+            else:
+                await self._explain_card(generation, exc)
+        except discord.HTTPException as exc:  # 30046 after discord.py's retries, say
+            log.warning("card %s: not edited (%s %s)", card_message_id, exc.status, exc.code)
+
+    async def _explain_card(self, generation: Generation, exc: discord.Forbidden) -> None:
+        """A card Discord won't let us edit: say so once where the results go."""
+        card_id = generation.card_message_id or 0
+        log.warning("card %s: not editable (%s %s)", card_id, exc.status, exc.code)
+        if card_id in self._told:
+            return
+        self._told.add(card_id)
+        names = access.missing_now(self.bot.get_channel(generation.card_channel_id or 0))
+        why = f" (I'm missing {', '.join(names)})" if names else ""
+        text = f"⚠️ I can't update the job card any more{why}. Results still come here."
+        try:
+            await self._send(generation, [], content=text)
+        except discord.HTTPException as second:
+            log.warning("card %s: could not say so either (%s)", card_id, second.status)
 
     # -- results ------------------------------------------------------------------------
 
@@ -97,6 +174,7 @@ class DiscordPublisher:
         further pictures are on the card after the first. A reference that is a result image
         (Vary, Use as input, Edit, Upscale) is fetched from its result message the same way,
         every time, and replaced by a fitted copy when the model's input limits refuse it.
+        A first job whose copy is still being put on the card waits for it.
         """
         if generation.kind in FRESH_ON_FIRST_RUN and generation.attempts <= 1:
             return list(generation.references)
@@ -122,16 +200,38 @@ class DiscordPublisher:
     async def _reference_files(
         self, channel_id: int, message_id: int, generation: Generation
     ) -> list[str]:
-        """Fresh URLs of the reference files on a message (the card, or a fitted copy)."""
+        """Fresh URLs of the reference files on a message (the card, or a fitted copy).
+
+        A card whose copy of the member's file never arrived (that edit failed) gives the job's
+        own URL instead, which lives about a day.
+        """
+        on_card = message_id == generation.card_message_id
+        if (
+            on_card
+            and len(generation.references) == 1
+            and (url := await self.work.reference(message_id))
+        ):
+            return [url]
         channel = self._messageable(channel_id, generation.guild_id)
         try:
             message = await channel.fetch_message(message_id)
         except discord.NotFound:
             raise ReferenceUnavailable() from None
+        except discord.Forbidden as exc:
+            names = access.missing_now(self.bot.get_channel(channel_id))
+            missing = ", ".join(names) if names else "View Channel or Read Message History"
+            raise CardUnreadable(
+                f"I can't read the job card any more (I'm missing {missing} there), so I can't "
+                "fetch the original image. Ask an admin to check my permissions, then press "
+                "Reroll.",
+                detail=f"card fetch refused: {exc.status} {exc.code}",
+            ) from None
         urls = []
         for index in range(len(generation.references)):
             stem = f"{render.reference_stem(index)}."
             url = next((a.url for a in message.attachments if a.filename.startswith(stem)), None)
+            if url is None and on_card:
+                url = generation.references[index]
             if url is None:
                 raise ReferenceUnavailable()
             urls.append(url)
@@ -210,6 +310,14 @@ class DiscordPublisher:
         )
         return url
 
+    async def thread_created(self, thread: discord.Thread) -> None:
+        """The gateway's news that a results thread exists (see ``CardWork.thread_created``)."""
+        self.work.thread_created(thread.id)
+
+    async def ready_for_results(self, generation: Generation) -> None:
+        if generation.thread_id and generation.thread_id != generation.channel_id:
+            await self.work.thread_ready(generation.thread_id)
+
     async def job_succeeded(
         self, generation: Generation, result: GenerationResult, images: list[bytes]
     ) -> list[int]:
@@ -260,24 +368,78 @@ class DiscordPublisher:
     async def _send(
         self, generation: Generation, encoded: list[tuple[EncodedFile, bool]], **fields: Any
     ) -> discord.Message:
-        """Post in the results thread; if a moderator deleted it, in the card's channel instead."""
+        """Post where the job's results go; if Discord says that thread is gone or locked, in
+        the channel above it instead."""
         fields["allowed_mentions"] = render.NO_MENTIONS
+        channel_id, in_thread = await self._results_place(generation)
         try:
-            with uploads((e.data, e.filename, flagged) for e, flagged in encoded) as files:
-                return await self.results_channel(generation).send(files=files, **fields)
+            message = await self._post(channel_id, generation.guild_id, encoded, fields)
         except (discord.NotFound, discord.Forbidden) as exc:
-            if not generation.thread_id or generation.thread_id == generation.channel_id:
+            gone = isinstance(exc, discord.NotFound) or exc.code == THREAD_LOCKED
+            parent = await self._parent_of(generation) if in_thread and gone else None
+            if parent is None:  # other refusals would hold in the channel above too
                 raise
             log.warning(
                 "generation %s: thread %s unusable (%s %s); posting in its channel",
                 generation.id,
-                generation.thread_id,
+                channel_id,
                 exc.status,
                 exc.code,
             )
-            channel = self._messageable(generation.channel_id, generation.guild_id)
-            with uploads((e.data, e.filename, flagged) for e, flagged in encoded) as files:
-                return await channel.send(files=files, **fields)
+            message = await self._post(parent, generation.guild_id, encoded, fields)
+        self.clock.saw(message.id)
+        return message
+
+    async def _post(
+        self,
+        channel_id: int,
+        guild_id: int | None,
+        encoded: list[tuple[EncodedFile, bool]],
+        fields: dict[str, Any],
+    ) -> discord.Message:
+        with uploads((e.data, e.filename, flagged) for e, flagged in encoded) as files:
+            return await self._messageable(channel_id, guild_id).send(files=files, **fields)
+
+    async def _results_place(self, generation: Generation) -> tuple[int, bool]:
+        """The results thread if it takes posts (a post unarchives it), else the channel.
+
+        Returns the channel id and whether it is the job's thread. A thread still being opened
+        is waited for; one that could not be opened, or that the gateway says is locked to us,
+        is passed over for the channel above it.
+        """
+        thread_id = generation.thread_id
+        if not thread_id:
+            return generation.channel_id, False
+        if thread_id != generation.channel_id and not await self.work.thread_ready(thread_id):
+            return generation.channel_id, False
+        if self._locked(thread_id) and (parent := await self._parent_of(generation)) is not None:
+            return parent, False
+        return thread_id, True
+
+    def _archived(self, channel_id: int) -> bool:
+        channel = self.bot.get_channel(channel_id)
+        return isinstance(channel, discord.Thread) and channel.archived
+
+    def _locked(self, thread_id: int) -> bool:
+        """Whether the gateway said this thread is locked to the bot (no Manage Threads)."""
+        thread = self.bot.get_channel(thread_id)
+        if not isinstance(thread, discord.Thread) or not thread.locked:
+            return False
+        me = thread.guild.me
+        return me is None or not thread.permissions_for(me).manage_threads
+
+    async def _parent_of(self, generation: Generation) -> int | None:
+        """The channel a job's results thread hangs off, if any."""
+        if generation.thread_id != generation.channel_id:
+            return generation.channel_id
+        thread = self.bot.get_channel(generation.channel_id)
+        if isinstance(thread, discord.Thread):
+            return thread.parent_id
+        try:
+            fetched = await self.bot.fetch_channel(generation.channel_id)
+        except discord.HTTPException:
+            return None
+        return fetched.parent_id if isinstance(fetched, discord.Thread) else None
 
     async def _send_results(
         self,
@@ -337,8 +499,19 @@ def image_stem(generation_id: int, image: int) -> str:
 
 
 async def setup(bot: FluxBot) -> None:
-    bot.generations.attach(DiscordPublisher(bot))
+    publisher = DiscordPublisher(bot)
+    bot.add_listener(publisher.clock.on_interaction, "on_interaction")
+    bot.add_listener(publisher.thread_created, "on_thread_create")
+    bot.generations.attach(publisher)
 
 
 async def teardown(bot: FluxBot) -> None:
+    try:
+        publisher = bot.generations.publisher()
+    except NoPublisher:
+        publisher = None
     bot.generations.detach()
+    if isinstance(publisher, DiscordPublisher):
+        bot.remove_listener(publisher.clock.on_interaction, "on_interaction")
+        bot.remove_listener(publisher.thread_created, "on_thread_create")
+        await publisher.work.close()  # threads still being opened for jobs that won't post

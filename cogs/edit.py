@@ -17,6 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs import _access as access
 from cogs._editing import EDIT_MODAL_ID, handle_edit_submit
 from cogs._intake import MAX_REFERENCE_BYTES, intake_for
 from cogs._replies import UNEXPECTED, reply
@@ -74,6 +75,9 @@ class EditCog(commands.Cog):
         count: app_commands.Range[int, int(COUNT.minimum), int(COUNT.maximum)] | None = None,
     ) -> None:
         """Edit pictures by instruction: say what to change, or how to combine them."""
+        if (refused := access.check(interaction)) is not None:
+            await reply(interaction, refused)
+            return
         model = self.bot.settings.edit_model
         pictures = [picture for picture in (image, image2, image3) if picture is not None]
         options: dict[str, Any] = {"seed": seed, "count": count}

@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs import _access as access
 from cogs._intake import MAX_REFERENCE_BYTES, intake_for
 from cogs._replies import reply
 from services.errors import UserFacingError
@@ -39,6 +40,9 @@ class ImagineCog(commands.Cog):
 
     # Ranges and descriptions come from the parameter specs (services/parameters.py).
     @app_commands.command(name="imagine")
+    # Guild installs only: a user-installed command would run where the bot is no member.
+    @app_commands.allowed_installs(guilds=True, users=False)
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
     @app_commands.describe(
         image="The picture to remix (PNG, JPEG, WebP or GIF)",
         prompt=PROMPT.help,
@@ -56,6 +60,9 @@ class ImagineCog(commands.Cog):
         count: app_commands.Range[int, int(COUNT.minimum), int(COUNT.maximum)] | None = None,
     ) -> None:
         """Remix an image with FLUX: attach a picture and describe what it should become."""
+        if (refused := access.check(interaction)) is not None:
+            await reply(interaction, refused)
+            return
         options = {"strength": strength, "seed": seed, "steps": steps, "guidance": guidance}
         options["count"] = count
         try:

@@ -22,6 +22,7 @@ from discord import app_commands
 from discord.ext import commands
 from yarl import URL
 
+from cogs import _access as access
 from cogs._components import modal_values
 from cogs._intake import MAX_REFERENCE_BYTES, ImageSource, intake_for
 from cogs._render import NO_MENTIONS, shorten
@@ -243,6 +244,9 @@ async def handle_form(
     interaction: Interaction, channel_id: int, message_id: int, index: int
 ) -> None:
     """A submitted form: the checks /imagine makes, the picture fetched fresh, then the card."""
+    if (refused := access.check(interaction)) is not None:  # permissions may change meanwhile
+        await reply(interaction, refused)
+        return
     bot = interaction.client
     intake = intake_for(bot)
     data = cast(dict[str, Any], interaction.data or {})
@@ -317,6 +321,9 @@ class RemixMessageCog(commands.Cog):
         self.bot.remove_dynamic_items(ImagePicker)
 
     async def remix_message(self, interaction: Interaction, message: discord.Message) -> None:
+        if (refused := access.check(interaction)) is not None:
+            await reply(interaction, refused)
+            return
         images = message_images(message)
         if not images:
             await reply(interaction, NO_IMAGE)

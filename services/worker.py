@@ -37,6 +37,12 @@ BUSY_TOO_LONG = (
 UNEXPECTED = "Something went wrong on our side. Press Reroll to retry."
 
 
+def storable(seed: int | None) -> int | None:
+    """The API may answer any seed; one past a 64-bit column is kept out of the store (shown
+    on the result, but no member could type it back into the Remix form anyway)."""
+    return seed if seed is not None and 0 < seed < 2**63 else None
+
+
 class ReferenceUnavailable(UserFacingError):
     """The reference image can no longer be fetched (its card was deleted)."""
 
@@ -69,6 +75,9 @@ class Publisher(Protocol):
 
     async def fresh_reference_urls(self, generation: Generation) -> list[str]:
         """Every reference of the job at a URL the API can fetch now, the first one first."""
+
+    async def ready_for_results(self, generation: Generation) -> None:
+        """Wait until the place results go can take them (a thread still being opened)."""
 
     async def job_succeeded(
         self, generation: Generation, result: GenerationResult, images: list[bytes]
@@ -124,14 +133,16 @@ class GenerationWorker:
             # 429s are the queue's business: it slows down as a whole (DESIGN §7).
             result, api_seconds = await self._call_api(generation, body)
             job.api_call_done()
+            # Downloaded once they can be posted: results waiting for a busy channel's thread
+            # budget would otherwise each hold their pictures in memory meanwhile.
+            await publisher.ready_for_results(generation)
             # The seed is stored before posting (a Remix pressed the moment the result appears
             # shows it), while the images download: the write is then off the result's path.
             _, images = await asyncio.gather(
-                self._store.generations.set_seed(generation.id, result.seed),
+                self._store.generations.set_seed(generation.id, storable(result.seed)),
                 self._download(result),
             )
             message_ids = await publisher.job_succeeded(generation, result, images)
-            self._show_on_card(generation)
         except RateLimitedError as exc:
             await self._rate_limited(publisher, generation, exc)
         except OutOfCreditsError as exc:
@@ -150,13 +161,14 @@ class GenerationWorker:
         else:
             done = await self._store.generations.mark_done(
                 generation.id,
-                seed=result.seed,
+                seed=storable(result.seed),
                 result_message_ids=message_ids,
                 inference_seconds=result.inference_seconds,
                 finished_at=self._now(),
                 nsfw_withheld=sum(image.nsfw for image in result.images),
             )
             self._metrics.job_ended(done or generation, Outcome.DONE, api_seconds=api_seconds)
+            self._show_on_card(generation)  # once stored: an edit made at once must read "done"
             log.info(
                 "generation %s: done in %.2fs (api inference %s)",
                 generation.id,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from random import Random
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from services.safety import GuildSettings
+from tests.fakes.aimlapi import server as fake_api_server
 from tests.world import World
 
 
@@ -101,6 +106,11 @@ async def test_an_old_button_works_after_a_restart(world: World):
 async def test_reroll_works_when_every_earlier_url_has_expired(world: World):
     attachment = world.upload()
     card_id, result = await first_result(world, attachment=attachment)
+    # The card settles first: edits pending when two days pass at once would be edits of a
+    # two-day-old message, which Discord limits separately (30046).
+    await world.card_status(card_id, "✅ Done")
+    assert world.bot is not None
+    await world.bot.generations.cards.flush()
     world.discord.revoke_attachment(attachment["id"])  # the member's own upload vanished
     world.discord.advance_clock(2 * 24 * 3600)  # and every URL signed so far expired
 
@@ -205,3 +215,34 @@ async def test_a_remix_prompt_is_checked_against_the_guilds_blocked_words(world:
     assert submitted.ephemeral
     assert "doesn't allow prompts with “gore”" in response["data"]["content"]
     assert world.api.calls == 1
+
+
+def seed_input(modal: dict[str, Any]) -> dict[str, Any]:
+    inputs = [
+        c for row in modal["components"] for c in row.get("components", [row.get("component")])
+    ]
+    return next(c for c in inputs if c and c.get("custom_id") == "seed")
+
+
+@pytest.mark.parametrize(
+    ("seed", "shown"),
+    [(4_294_967_295, "4294967295"), (4_294_967_296, ""), (2**63, "")],
+    ids=["largest-typeable", "one-over", "huge"],
+)
+async def test_remix_prefills_only_a_seed_a_member_could_type_back(
+    world: World, monkeypatch: pytest.MonkeyPatch, seed: int, shown: str
+):
+    # The API may answer any seed it likes; the form must still open and be submittable.
+    monkeypatch.setattr(
+        fake_api_server, "random", SimpleNamespace(randint=lambda *_: seed, Random=Random)
+    )
+    _, result = await first_result(world)
+    assert fields(result)["Seed"] == str(seed)
+
+    opened = await press(world, result, "remix")
+    modal = await opened.response()
+    assert modal["type"] == 9
+    assert (seed_input(modal["data"]).get("value") or "") == shown
+    submitted = await world.discord.submit_modal(opened, {"prompt": "again"})
+    await submitted.response()
+    assert not submitted.ephemeral, (submitted.callback or {}).get("data")

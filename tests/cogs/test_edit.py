@@ -12,7 +12,7 @@ from PIL import Image
 
 from services.model_registry import FLUX2_EDIT, KONTEXT_MAX, KONTEXT_PRO, model_entry
 from tests import images
-from tests.fakes.discord import FakeInteraction
+from tests.fakes.discord import FakeInteraction, rules
 from tests.world import World
 
 EDIT_MODELS = [KONTEXT_PRO, KONTEXT_MAX, FLUX2_EDIT]
@@ -257,3 +257,49 @@ async def test_a_file_that_is_no_picture_is_refused_privately(world: World):
     response = await interaction.response()
     assert interaction.ephemeral and response["data"]["content"].startswith("image2: ")
     assert world.api.calls == 0 and world.discord.threads == {}
+
+
+async def test_a_channel_missing_a_permission_is_refused_privately_naming_it(world: World):
+    perms = rules.DEFAULT_BOT_PERMISSIONS & ~rules.ATTACH_FILES
+    channel = world.discord.add_text_channel(world.guild, "no-files", bot_permissions=perms)
+    upload = world.upload(images.png(64, 64), channel=channel)
+    interaction = await world.discord.invoke_command(
+        "edit",
+        {"image": upload["id"], "prompt": "make it night"},
+        user_id=world.alice,
+        channel_id=channel,
+        attachments=[upload],
+    )
+    response = await interaction.response()
+
+    assert interaction.ephemeral
+    assert "**Attach Files**" in response["data"]["content"]
+    assert f"<#{channel}>" in response["data"]["content"]
+    assert world.api.calls == 0 and world.discord.threads == {}
+    assert world.discord.rejections == []
+
+
+async def test_one_picture_goes_as_sent_and_several_are_put_on_the_card_first(world: World):
+    # One picture that needs no change: the API reads the member's own file (no Discord write
+    # before the call); several are re-hosted on the card in one edit before it, as before.
+    upload = world.upload(images.png(64, 64))
+    interaction = await world.discord.invoke_command(
+        "edit",
+        {"image": upload["id"], "prompt": "make it night"},
+        user_id=world.alice,
+        channel_id=world.channel,
+        attachments=[upload],
+    )
+    one = await world.card_of(interaction)
+    await world.result_in(one)
+    [url] = references_of(world.api.requests[0])
+    assert attachment_id(url) == upload["id"]
+    card = await world.card_status(one, "✅ Done")
+    assert card["attachments"][0]["filename"].startswith("reference")  # kept for rerolls
+
+    three = await world.card_of(await edit(world, sizes=SIZES))
+    await world.result_in(three)
+    card = await world.card_status(three, "✅ Done")
+    on_card = [attachment_id(a["url"]) for a in card["attachments"]]
+    assert [attachment_id(u) for u in references_of(world.api.requests[1])] == on_card
+    assert world.discord.rejections == []

@@ -240,7 +240,7 @@ async def test_a_prompt_of_everyone_pings_no_one(world: World):
     await world.card_status(card_id, "✅ Done")
 
     sent = world.bot_messages()
-    assert len(sent) >= 4  # card, its edits, the result
+    assert len(sent) >= 3  # the card, its edit (status and reference), the result
     assert [m for m in sent if m.get("allowed_mentions") != {"parse": []}] == []
     for message in world.discord.messages(world.channel) + world.discord.messages(card_id):
         assert not message["mention_everyone"] and message["mentions"] == []
@@ -276,15 +276,113 @@ async def test_a_result_whose_thread_was_deleted_lands_in_the_channel(world: Wor
     await world.card_status(card_id, "✅ Done")
 
 
-async def test_without_attach_files_the_card_says_which_permission_is_missing(world: World):
-    no_files = rules.DEFAULT_BOT_PERMISSIONS & ~rules.ATTACH_FILES
-    channel = world.discord.add_text_channel(world.guild, "no-files", bot_permissions=no_files)
+@pytest.mark.parametrize(
+    ("taken", "named"),
+    [
+        (rules.VIEW_CHANNEL, "View Channel"),
+        (rules.ATTACH_FILES, "Attach Files"),
+        (rules.EMBED_LINKS, "Embed Links"),
+        (rules.READ_MESSAGE_HISTORY, "Read Message History"),
+        (rules.SEND_MESSAGES | rules.CREATE_PUBLIC_THREADS, "Send Messages"),
+    ],
+    ids=["view", "files", "embeds", "history", "send-and-no-threads"],
+)
+async def test_a_channel_missing_a_permission_is_refused_privately_naming_it(
+    world: World, taken: int, named: str
+):
+    channel = world.discord.add_text_channel(
+        world.guild, "locked-down", bot_permissions=rules.DEFAULT_BOT_PERMISSIONS & ~taken
+    )
     interaction = await world.imagine(channel=channel)
-    await interaction.response()
-    card = await world.card_status(int(interaction.original_message["id"]), "❌")
+    response = await interaction.response()
 
-    assert "Attach Files" in embed_fields(card)["Status"]
+    assert interaction.ephemeral
+    assert f"**{named}**" in response["data"]["content"]
+    assert f"<#{channel}>" in response["data"]["content"]
+    assert world.api.calls == 0 and world.discord.threads == {}
+    assert world.discord.rejections == []  # nothing was tried that Discord would refuse
+
+
+async def test_without_thread_permissions_only_send_messages_is_needed(world: World):
+    perms = rules.DEFAULT_BOT_PERMISSIONS & ~rules.SEND_MESSAGES_IN_THREADS
+    channel = world.discord.add_text_channel(world.guild, "no-threads", bot_permissions=perms)
+    interaction = await world.imagine(channel=channel)
+    await world.card_of(interaction)
+    await world.result_in(
+        channel, predicate=lambda m: bool(m["embeds"]) and "image" in m["embeds"][0]
+    )
+
+    assert world.discord.threads == {} and world.discord.rejections == []
+
+
+async def test_in_a_voice_channels_chat_results_and_rerolls_stay_in_the_chat(world: World):
+    voice = world.discord.add_voice_channel(world.guild, "hangout")
+    interaction = await world.imagine(channel=voice)
+    card_id = await world.card_of(interaction)
+
+    def result(message: dict) -> bool:
+        return int(message["id"]) != card_id and bool(message["attachments"])
+
+    first = await world.result_in(voice, predicate=result)
+    reroll = next(
+        c["custom_id"]
+        for row in first["components"]
+        for c in row["components"]
+        if c["custom_id"].startswith("fluxbot:reroll:")
+    )
+    pressed = await world.discord.click(voice, int(first["id"]), reroll, user_id=world.alice)
+    await pressed.response()
+    await world.result_in(voice, after=int(first["id"]), predicate=result)
+
+    assert world.discord.threads == {}
+    assert world.api.calls == 2 and world.discord.rejections == []
+
+
+async def test_a_voice_chat_without_connect_is_refused_since_rerolls_could_not_read_the_card(
+    world: World,
+):
+    voice = world.discord.add_voice_channel(
+        world.guild, "hangout", bot_permissions=rules.DEFAULT_BOT_PERMISSIONS
+    )
+    interaction = await world.imagine(channel=voice)
+    response = await interaction.response()
+
+    assert interaction.ephemeral and "**Connect**" in response["data"]["content"]
     assert world.api.calls == 0
+
+
+async def test_read_message_history_taken_away_is_told_in_the_thread_at_the_reroll(world: World):
+    interaction = await world.imagine("a quiet harbour")
+    card_id = await world.card_of(interaction)
+    first = await world.result_in(card_id)
+    await world.card_status(card_id, "✅ Done")
+    no_history = rules.DEFAULT_BOT_PERMISSIONS & ~rules.READ_MESSAGE_HISTORY
+    world.discord.set_bot_permissions(world.channel, no_history)
+
+    reroll = next(
+        c["custom_id"]
+        for row in first["components"]
+        for c in row["components"]
+        if c["custom_id"].startswith("fluxbot:reroll:")
+    )
+    pressed = await world.discord.click(card_id, int(first["id"]), reroll, user_id=world.alice)
+    await pressed.response()
+    failure = await world.result_in(card_id, after=int(first["id"]))
+
+    assert "Read Message History" in failure["content"] and failure["components"]
+    assert world.api.calls == 1
+
+
+def synced(world: World, name: str) -> dict:
+    return next(c for c in world.discord.commands if c["name"] == name)
+
+
+async def test_commands_say_where_they_may_be_installed_and_used(world: World):
+    imagine, settings = synced(world, "imagine"), synced(world, "fluxbot-settings")
+
+    assert imagine["integration_types"] == [0]  # guild installs only, never user installs
+    assert sorted(imagine["contexts"]) == [0, 1]  # servers and the bot's DMs
+    assert settings["integration_types"] == [0] and settings["contexts"] == [0]
 
 
 async def test_attach_files_taken_away_mid_job_is_told_in_the_thread(world: World):

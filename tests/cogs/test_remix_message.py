@@ -11,6 +11,7 @@ from yarl import URL
 
 from cogs.remix_message import media_url_allowed
 from tests import images
+from tests.fakes.discord import rules
 from tests.world import World
 
 MENU = "Remix with fluxbot"
@@ -152,3 +153,35 @@ async def test_a_message_deleted_before_the_form_is_sent_costs_nothing(world: Wo
 )
 def test_embedded_images_are_fetched_only_from_discords_proxy(url: str, allowed: bool):
     assert media_url_allowed(URL(url)) is allowed
+
+
+async def test_an_attached_picture_goes_to_the_api_as_sent(world: World):
+    # The file needs no change, so the API reads the member's own attachment: no Discord write
+    # between the form and the API call; the card keeps its copy for later jobs.
+    posted = world.discord.post_message(
+        world.channel, world.bob, "my cat", files=[("cat.png", images.png(64, 48))]
+    )
+    card_id = await remix(world, await open_menu(world, posted), {"prompt": "a knight"})
+    await world.result_in(card_id)
+
+    [own] = posted["attachments"]
+    assert f"/{own['id']}/" in world.api.requests[0]["image_url"]
+    card = await world.card_status(card_id, "✅ Done")
+    assert card["attachments"][0]["filename"].startswith("reference")
+    assert world.discord.rejections == []
+
+
+async def test_a_channel_missing_a_permission_is_refused_privately_naming_it(world: World):
+    perms = rules.DEFAULT_BOT_PERMISSIONS & ~rules.EMBED_LINKS
+    channel = world.discord.add_text_channel(world.guild, "no-embeds", bot_permissions=perms)
+    posted = world.discord.post_message(
+        channel, world.bob, "my cat", files=[("cat.png", images.png(64, 48))]
+    )
+    opened = await open_menu(world, posted)
+    response = await opened.response()
+
+    assert opened.ephemeral and response["type"] == 4  # no form to fill in for nothing
+    assert "**Embed Links**" in response["data"]["content"]
+    assert f"<#{channel}>" in response["data"]["content"]
+    assert world.api.calls == 0 and world.discord.threads == {}
+    assert world.discord.rejections == []

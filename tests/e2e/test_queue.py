@@ -37,11 +37,12 @@ async def test_thirty_commands_from_ten_members_are_all_answered_and_delivered(w
     await world.restart_bot(max_concurrent_jobs=4, max_queued_per_user=3)
     world.api.latency = 0.05
     members = [world.discord.add_member(world.guild, f"member{n}") for n in range(10)]
-    # Three channels: Discord's per-channel buckets (card edits) would otherwise set the pace.
-    channels = [world.channel, *(world.discord.add_text_channel(world.guild, c) for c in "xy")]
+    # Six channels: Discord's per-channel budgets (5 threads and 5 edits per 5 s) would
+    # otherwise set the pace; tests/e2e/test_busy_channel.py covers one busy channel.
+    channels = [world.channel, *(world.discord.add_text_channel(world.guild, c) for c in "uvwxy")]
     interactions = await asyncio.gather(
         *(
-            world.imagine(f"job {i}", user=members[i % 10], channel=channels[i % 3])
+            world.imagine(f"job {i}", user=members[i % 10], channel=channels[i % 6])
             for i in range(30)
         )
     )
@@ -114,8 +115,13 @@ async def test_a_429_storm_slows_the_queue_and_every_image_is_delivered(world: W
     else:
         world.api.fail_next(429, times=6, retry_after=0.01)
     members = [world.alice, world.bob, world.moderator]
+    # A channel each: Discord's per-channel budgets are not what this test is about.
+    channels = [world.channel, *(world.discord.add_text_channel(world.guild, c) for c in "xy")]
     interactions = await asyncio.gather(
-        *(world.imagine(f"storm {i}", user=members[i % 3]) for i in range(9))
+        *(
+            world.imagine(f"storm {i}", user=members[i % 3], channel=channels[i % 3])
+            for i in range(9)
+        )
     )
     cards = [await world.card_of(interaction) for interaction in interactions]
     for card_id in cards:

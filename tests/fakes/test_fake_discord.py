@@ -245,8 +245,152 @@ async def test_defer_followup_and_token_expiry(world: World) -> None:
 async def test_bursts_follow_rate_limit_headers(world: World) -> None:
     channel = world.bot.get_channel(world.channel_id)
     assert isinstance(channel, discord.TextChannel)
-    await asyncio.gather(*(channel.send(f"message {i}") for i in range(12)))
-    assert len(world.fake.messages(world.channel_id)) == 12 and world.fake.rejections == []
+    await asyncio.gather(*(channel.send(f"message {i}") for i in range(6)))  # 5 per 5 s
+    assert len(world.fake.messages(world.channel_id)) == 6 and world.fake.rejections == []
+
+
+async def raw(
+    fake: FakeDiscord, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any, Any]:
+    """One REST call as the bot, bypassing discord.py's rate limiter: (status, JSON, headers)."""
+    headers = {"Authorization": f"Bot {fake.token}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, f"{fake.url}/api/v10{path}", json=body, headers=headers) as r,
+    ):
+        return r.status, await r.json() if r.content_type == "application/json" else None, r.headers
+
+
+async def test_channel_writes_have_discords_per_channel_budget_and_headers(world: World) -> None:
+    fake, cid = world.fake, world.channel_id
+    sent = [
+        await raw(fake, "POST", f"/channels/{cid}/messages", {"content": "hi"}) for _ in "12345"
+    ]
+    assert [s for s, _, _ in sent] == [200] * 5
+    assert [h["X-RateLimit-Remaining"] for _, _, h in sent] == ["4", "3", "2", "1", "0"]
+    assert {h["X-RateLimit-Limit"] for _, _, h in sent} == {"5"}
+    assert 4.0 < float(sent[-1][2]["X-RateLimit-Reset-After"]) <= 5.01
+
+    status, body, headers = await raw(fake, "POST", f"/channels/{cid}/messages", {"content": "6"})
+    assert status == 429 and body["global"] is False and 4.0 < body["retry_after"] <= 5.0
+    assert headers["X-RateLimit-Scope"] == "user" and int(headers["Retry-After"]) >= 1
+    other = fake.add_text_channel(world.guild_id, "other")  # a channel of its own budget
+    assert (await raw(fake, "POST", f"/channels/{other}/messages", {"content": "x"}))[0] == 200
+
+    first_id = sent[0][1]["id"]
+    from_message = await raw(
+        fake, "POST", f"/channels/{cid}/messages/{first_id}/threads", {"name": "a"}
+    )
+    standalone = await raw(fake, "POST", f"/channels/{cid}/threads", {"name": "b", "type": 11})
+    assert from_message[0] == standalone[0] == 201
+    assert from_message[2]["X-RateLimit-Bucket"] == standalone[2]["X-RateLimit-Bucket"]
+    assert standalone[2]["X-RateLimit-Remaining"] == "3"  # one budget for thread creation
+    assert [r["status"] for r in fake.rejections] == [429]
+
+
+async def test_edits_of_hour_old_messages_have_their_own_smaller_limit(world: World) -> None:
+    fake, cid = world.fake, world.channel_id
+    _, old, _ = await raw(fake, "POST", f"/channels/{cid}/messages", {"content": "old"})
+    fake.advance_clock(3601)
+    _, young, _ = await raw(fake, "POST", f"/channels/{cid}/messages", {"content": "young"})
+    edit = {"content": "edited"}
+    assert (await raw(fake, "PATCH", f"/channels/{cid}/messages/{old['id']}", edit))[0] == 200
+    status, body, _ = await raw(fake, "PATCH", f"/channels/{cid}/messages/{old['id']}", edit)
+    assert status == 429 and body["code"] == 30046 and body["retry_after"] > 0
+    assert "older than 1 hour" in body["message"]
+    assert (await raw(fake, "PATCH", f"/channels/{cid}/messages/{young['id']}", edit))[0] == 200
+    assert fake.old_message_edits == 2
+
+
+async def test_a_channel_the_bot_cannot_see_answers_50001_to_everything(world: World) -> None:
+    fake = world.fake
+    hidden = fake.add_text_channel(world.guild_id, "staff", bot_permissions=0)
+    _, seen, _ = await raw(fake, "POST", f"/channels/{world.channel_id}/messages", {"content": "x"})
+    for method, path in [
+        ("POST", f"/channels/{hidden}/messages"),
+        ("GET", f"/channels/{hidden}/messages"),
+        ("GET", f"/channels/{hidden}/messages/{seen['id']}"),
+        ("POST", f"/channels/{hidden}/threads"),
+    ]:
+        status, body, _ = await raw(fake, method, path, {"content": "x", "name": "t", "type": 11})
+        assert (status, body["code"]) == (403, 50001), (method, path)
+
+
+async def test_a_voice_chat_takes_messages_but_no_threads_and_reading_needs_connect(
+    world: World,
+) -> None:
+    fake = world.fake
+    voice = fake.add_voice_channel(
+        world.guild_id, "hangout", bot_permissions=rules.DEFAULT_BOT_PERMISSIONS
+    )
+    status, message, _ = await raw(fake, "POST", f"/channels/{voice}/messages", {"content": "hi"})
+    assert status == 200
+    status, body, _ = await raw(fake, "GET", f"/channels/{voice}/messages/{message['id']}")
+    assert (status, body["code"]) == (403, 50001)
+    status, body, _ = await raw(
+        fake, "POST", f"/channels/{voice}/messages/{message['id']}/threads", {"name": "t"}
+    )
+    assert (status, body["code"]) == (400, 50024)
+    fake.set_bot_permissions(voice, rules.DEFAULT_BOT_PERMISSIONS | rules.CONNECT)
+    assert (await raw(fake, "GET", f"/channels/{voice}/messages/{message['id']}"))[0] == 200
+    payload = fake._channel_payload(voice)
+    assert payload["type"] == 2 and "bitrate" in payload
+
+
+async def test_archived_threads_refuse_edits_until_a_message_unarchives_them(world: World) -> None:
+    fake = world.fake
+    thread = fake.add_thread(world.channel_id, "cats")
+    _, message, _ = await raw(fake, "POST", f"/channels/{thread}/messages", {"content": "hi"})
+    fake.archive_thread(thread)
+    status, body, _ = await raw(
+        fake, "PATCH", f"/channels/{thread}/messages/{message['id']}", {"content": "x"}
+    )
+    assert (status, body["code"]) == (403, 50083)
+    assert (await raw(fake, "POST", f"/channels/{thread}/messages", {"content": "back"}))[0] == 200
+    assert fake.threads[thread].archived is False
+    assert (
+        await raw(fake, "PATCH", f"/channels/{thread}/messages/{message['id']}", {"content": "x"})
+    )[0] == 200
+
+
+async def test_locked_threads_refuse_the_bot_unless_it_may_manage_threads(world: World) -> None:
+    fake = world.fake
+    thread = fake.add_thread(world.channel_id, "rules")
+    _, message, _ = await raw(fake, "POST", f"/channels/{thread}/messages", {"content": "hi"})
+    fake.lock_thread(thread)
+    for method, path in [
+        ("POST", f"/channels/{thread}/messages"),
+        ("PATCH", f"/channels/{thread}/messages/{message['id']}"),
+    ]:
+        status, body, _ = await raw(fake, method, path, {"content": "x"})
+        assert (status, body["code"]) == (403, 160005), method
+    fake.set_bot_permissions(world.channel_id, rules.DEFAULT_BOT_PERMISSIONS | rules.MANAGE_THREADS)
+    assert (await raw(fake, "POST", f"/channels/{thread}/messages", {"content": "x"}))[0] == 200
+
+
+async def test_attachment_size_limit_is_the_members_and_uploads_follow_the_boost_tier(
+    world: World,
+) -> None:
+    fake = world.fake
+    nitro = fake.add_member(world.guild_id, "nitro", premium_type=2)
+    command = await fake.invoke_command("late", {}, user_id=nitro, channel_id=world.channel_id)
+    plain = await fake.invoke_command(
+        "late", {}, user_id=world.user_id, channel_id=world.channel_id
+    )
+    world.bot.gate.set()
+    assert command.payload["attachment_size_limit"] == 500 * rules.MIB  # the member's Nitro
+    assert plain.payload["attachment_size_limit"] == 10 * rules.MIB
+    assert fake._filesize_limit(world.channel_id) == 10 * rules.MIB  # what the bot may upload
+
+    joined = asyncio.ensure_future(world.bot.wait_for("guild_available", timeout=5))
+    boosted = fake.add_guild("Boosted", premium_tier=2)
+    channel = fake.add_text_channel(boosted, "art")
+    guild = await joined
+    assert guild.filesize_limit == fake._filesize_limit(channel) == 50 * rules.MIB
+    updated = asyncio.ensure_future(world.bot.wait_for("guild_update", timeout=5))
+    fake.set_premium_tier(boosted, 0)
+    _, after = await updated
+    assert after.filesize_limit == fake._filesize_limit(channel) == 10 * rules.MIB
 
 
 async def test_button_and_modal_round_trip(world: World) -> None:

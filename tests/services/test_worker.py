@@ -47,6 +47,9 @@ class Publisher:
     async def fresh_reference_urls(self, generation: Generation) -> list[str]:
         return list(generation.references)
 
+    async def ready_for_results(self, generation: Generation) -> None:
+        raise AssertionError("a busy API never gets this far")
+
     async def job_succeeded(self, *_: object) -> list[int]:
         raise AssertionError("a busy API never succeeds")
 
@@ -138,6 +141,9 @@ class RecordingApi:
 
 
 class Delivered(Publisher):
+    async def ready_for_results(self, generation: Generation) -> None:
+        pass
+
     async def job_succeeded(self, *_: object) -> list[int]:
         return [555]
 
@@ -247,6 +253,9 @@ class RecordingPublisher(Publisher):
         assert stored is not None
         self.seed_when_posted = stored.seed
         return [1234]
+
+    async def ready_for_results(self, generation: Generation) -> None:
+        pass
 
 
 async def test_the_seed_is_stored_while_the_result_downloads_and_before_it_is_posted(

@@ -3,8 +3,12 @@
 One aiohttp app on 127.0.0.1 serves REST under ``/api/v10``, the gateway at ``/gateway`` and
 signed attachment URLs at ``/attachments/...``. It behaves like Discord as documented — the
 3 s interaction deadline, 15 min webhook tokens, expiring CDN URLs, message and permission
-limits, rate-limit headers — and is stricter where unsure, so a test fails where Discord
-would. Every 4xx it answers is also kept in :attr:`FakeDiscord.rejections`.
+limits, per-channel rate limits with Discord's headers, the separate limit on edits of hour-old
+messages (30046), 403 50001 where the bot can't see, voice channels' chat (Connect to read),
+archived and locked threads, upload limits by boost tier while an interaction reports the
+member's own (Nitro) limit — and is stricter where unsure, so a test fails where Discord would.
+Each rule names its source where it is enforced. Every 4xx it answers is also kept in
+:attr:`FakeDiscord.rejections`.
 
 Set-up methods (``add_guild``...) are synchronous. Called after the client connected they
 also dispatch GUILD_CREATE / CHANNEL_CREATE / THREAD_CREATE, so either order works.

@@ -93,7 +93,7 @@ class InteractionsMixin:
             "type": itype,
             "token": token,
             "version": 1,
-            "attachment_size_limit": self._filesize_limit(channel_id),
+            "attachment_size_limit": self._attachment_size_limit(channel_id, user_id),
             "app_permissions": str(self._bot_permissions(channel_id)),
             "channel": self._channel_payload(channel_id),
             "channel_id": str(channel_id),

@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from tests.fakes.discord import rules
-from tests.fakes.discord.state import DMChannel, Thread
+from tests.fakes.discord.state import DMChannel, Thread, VoiceChannel
 
 if TYPE_CHECKING:
     from tests.fakes.discord.server import FakeDiscord
@@ -61,10 +61,10 @@ class PayloadsMixin:
                 "total_message_sent": ch.message_count,
                 "flags": 0,
                 "thread_metadata": {
-                    "archived": False,
+                    "archived": ch.archived,
                     "auto_archive_duration": 1440,
                     "archive_timestamp": ch.created_at,
-                    "locked": False,
+                    "locked": ch.locked,
                     "create_timestamp": ch.created_at,
                 },
             }
@@ -75,7 +75,7 @@ class PayloadsMixin:
             "allow": str(granted),
             "deny": str(rules.ALL_PERMISSIONS & ~granted),
         }
-        return {
+        payload: dict[str, Any] = {
             "id": str(ch.id),
             "type": 0,
             "guild_id": str(ch.guild_id),
@@ -89,6 +89,9 @@ class PayloadsMixin:
             "rate_limit_per_user": 0,
             "flags": 0,
         }
+        if isinstance(ch, VoiceChannel):
+            payload.update(type=2, bitrate=64000, user_limit=0, rtc_region=None)
+        return payload
 
     def _guild_payload(self: FakeDiscord, guild_id: int) -> dict[str, Any]:
         g = self.guilds[guild_id]

@@ -1,7 +1,17 @@
 """REST routes a bot calls with its token: identity, DMs, channels, messages and threads.
 
 Each handler checks what Discord checks (access, permissions, limits) in Discord's order, so
-the first refusal is the one Discord would give.
+the first refusal is the one Discord would give. Sources, where the fake is as strict as Discord:
+
+- reading a message or the history of a voice channel's chat needs Connect besides View Channel
+  and Read Message History (https://discord.com/developers/docs/resources/message, Get Channel
+  Message / Get Channel Messages); no threads in voice channels (50024);
+- archived threads refuse edits (50083 "Thread is archived"); sending a message unarchives them
+  "unless the thread has been locked" (https://discord.com/developers/docs/topics/threads);
+- locked threads refuse creating and editing messages without Manage Threads (160005 "Thread is
+  locked"; change log 2023-02-10 "Update to Locked Threads");
+- edits of messages older than an hour have their own, smaller limit (429, code 30046, in
+  ``ratelimits``).
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from aiohttp import web
 from tests.fakes.discord import rules
 from tests.fakes.discord.errors import ApiError, Form, missing_permissions
 from tests.fakes.discord.middleware import BODY, FILES
-from tests.fakes.discord.state import DMChannel, TextChannel
+from tests.fakes.discord.state import DMChannel, TextChannel, Thread, VoiceChannel
 
 if TYPE_CHECKING:
     from tests.fakes.discord.server import FakeDiscord
@@ -63,9 +73,22 @@ class RestMixin:
         perms = self._bot_permissions(cid)
         if not perms & rules.VIEW_CHANNEL:
             raise ApiError(403, 50001, "Missing Access")
+        if history and isinstance(self._channel(cid), VoiceChannel) and not perms & rules.CONNECT:
+            raise ApiError(403, 50001, "Missing Access")
         if history and not perms & rules.READ_MESSAGE_HISTORY:
             raise missing_permissions()
         return cid
+
+    def _writable_thread(self: FakeDiscord, cid: int, *, edit: bool) -> Thread | None:
+        """The thread ``cid`` if it is one, once its archived and locked states allow the write."""
+        thread = self.threads.get(cid)
+        if thread is None:
+            return None
+        if thread.locked and not self._bot_permissions(cid) & rules.MANAGE_THREADS:
+            raise ApiError(403, 160005, "Thread is locked")
+        if edit and thread.archived:
+            raise ApiError(403, 50083, "Thread is archived")
+        return thread
 
     async def _h_get_channel(self: FakeDiscord, request: web.Request) -> web.Response:
         return self._json(self._channel_payload(self._readable_channel(request)))
@@ -88,7 +111,13 @@ class RestMixin:
     async def _h_send(self: FakeDiscord, request: web.Request) -> web.Response:
         cid = int(request.match_info["channel_id"])
         self._channel(cid)
+        thread = None  # without View Channel, _apply_message answers 50001 first
+        if self._bot_permissions(cid) & rules.VIEW_CHANNEL:
+            thread = self._writable_thread(cid, edit=False)
         msg = self._apply_message(cid, request[BODY], request[FILES])
+        if thread is not None and thread.archived:
+            thread.archived = False  # "Sending a message will automatically unarchive the thread"
+            self._thread_updated(thread)
         return self._json(self._render(msg))
 
     async def _h_get_message(self: FakeDiscord, request: web.Request) -> web.Response:
@@ -100,6 +129,8 @@ class RestMixin:
     async def _h_edit(self: FakeDiscord, request: web.Request) -> web.Response:
         cid = self._readable_channel(request)
         msg = self._visible_message(cid, int(request.match_info["message_id"]))
+        self._writable_thread(cid, edit=True)
+        self._old_message_edit(cid, msg)
         if request[FILES] and not self._bot_permissions(cid) & rules.ATTACH_FILES:
             raise missing_permissions()  # adding files by an edit needs Attach Files too
         msg = self._apply_message(
@@ -123,7 +154,7 @@ class RestMixin:
 
     def _check_thread_create(self: FakeDiscord, cid: int, body: Any) -> TextChannel:
         parent = self._channel(cid)
-        if not isinstance(parent, TextChannel):
+        if not isinstance(parent, TextChannel) or isinstance(parent, VoiceChannel):
             raise ApiError(400, 50024, "Cannot execute action on this channel type")
         perms = self._bot_permissions(cid)
         if not perms & rules.VIEW_CHANNEL:

@@ -26,6 +26,7 @@ ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
 MENTION_EVERYONE = 1 << 17
 USE_EXTERNAL_EMOJIS = 1 << 18
+CONNECT = 1 << 20
 USE_APPLICATION_COMMANDS = 1 << 31
 MANAGE_THREADS = 1 << 34
 CREATE_PUBLIC_THREADS = 1 << 35
@@ -66,6 +67,18 @@ DM_PERMISSIONS = (
     | USE_EXTERNAL_EMOJIS
 )
 _NEEDS_SEND = SEND_TTS_MESSAGES | MENTION_EVERYONE | EMBED_LINKS | ATTACH_FILES
+
+MIB = 1024 * 1024
+#: What a bot may upload per file, by the guild's boost tier (and 10 MiB in DMs). Discord has
+#: no other sizes: https://discord.com/developers/docs/reference#uploading-files, change log
+#: 2024-12-17 "Default File Upload Limit Change" (10 MiB), and discord.py's
+#: ``Guild._PREMIUM_GUILD_LIMITS`` (50 MiB at tier 2, 100 MiB at tier 3).
+UPLOAD_LIMIT_BY_TIER = {0: 10 * MIB, 1: 10 * MIB, 2: 50 * MIB, 3: 100 * MIB}
+DEFAULT_UPLOAD_LIMIT = UPLOAD_LIMIT_BY_TIER[0]
+#: A user's own upload limit by Nitro plan (``premium_type``: 1 Classic, 2 Nitro, 3 Basic). An
+#: interaction's ``attachment_size_limit`` is the larger of this and the guild's: it is the
+#: member's limit, not the bot's (DESIGN §5; Discord change log 2025-04-03).
+NITRO_UPLOAD_LIMIT = {0: 0, 1: 50 * MIB, 2: 500 * MIB, 3: 50 * MIB}
 
 # Message flags.
 SUPPRESS_EMBEDS = 1 << 2

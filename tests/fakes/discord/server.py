@@ -64,7 +64,12 @@ class FakeDiscord(
         *,
         bucket_limit: int = 5,
         bucket_window: float = 0.5,
+        channel_write_limit: tuple[int, float] | None = (5, 5.0),
+        old_edit_window: float = 10.0,
     ) -> None:
+        """``channel_write_limit``: per-channel sends, edits and thread creations per window
+        (Discord's; ``None`` puts them under ``bucket_limit``/``bucket_window`` like other
+        routes). ``old_edit_window``: one edit of an hour-old message per channel per window."""
         self.token = token
         self.url = ""
         self.port = 0
@@ -72,6 +77,7 @@ class FakeDiscord(
         self._last_snowflake = 0
         self._secret = secrets.token_bytes(32)
         self.bucket_limit, self.bucket_window = bucket_limit, bucket_window
+        self.channel_write_limit, self.old_edit_window = channel_write_limit, old_edit_window
         self.application_id = self._snowflake()
         self.bot_user = self._make_user(bot_name, bot=True)
         self.owner = self._make_user(f"{bot_name}-owner")
@@ -79,6 +85,8 @@ class FakeDiscord(
         self.requests: list[FakeRequest] = []
         self.rejections: list[dict[str, Any]] = []
         self.rate_limited: list[FakeRequest] = []
+        #: Edits of messages older than an hour (fake clock) the bot asked for.
+        self.old_message_edits = 0
         self.observers: list[RequestObserver] = []
         # The world.
         self.commands: list[dict[str, Any]] = []

@@ -34,6 +34,8 @@ class User(Record):
     id: int
     username: str
     bot: bool = False
+    #: Nitro plan (0 none, 1 Classic, 2 Nitro, 3 Basic): raises the user's own upload limit.
+    premium_type: int = 0
 
     def payload(self) -> dict[str, Any]:
         user: dict[str, Any] = {
@@ -82,8 +84,7 @@ class Role(Record):
 class Guild(Record):
     id: int
     name: str
-    #: What the fake enforces on uploads; tests may lower it while a job runs.
-    filesize_limit: int
+    #: The boost tier (0–3): the only thing that sets what the bot may upload here.
     premium_tier: int
     joined_at: str
     #: Keyed by role id; the @everyone role's id is the guild's.
@@ -107,6 +108,11 @@ class TextChannel(Record):
     position: int
 
 
+class VoiceChannel(TextChannel):
+    """A voice channel's text chat (type 2): messages as in a text channel, but no threads, and
+    reading a message needs Connect as well."""
+
+
 @dataclass
 class DMChannel(Record):
     """The bot's DM with one user (type 1): no guild, no threads."""
@@ -127,6 +133,10 @@ class Thread(Record):
     owner_id: int
     created_at: str
     message_count: int = 0
+    #: Archived: edits refused (50083) until a message unarchives it. Locked: only members
+    #: with Manage Threads may send, edit or unarchive (160005).
+    archived: bool = False
+    locked: bool = False
 
 
 Channel = TextChannel | DMChannel | Thread

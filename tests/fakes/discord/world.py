@@ -22,6 +22,7 @@ from tests.fakes.discord.state import (
     TextChannel,
     Thread,
     User,
+    VoiceChannel,
 )
 
 if TYPE_CHECKING:
@@ -38,15 +39,14 @@ class WorldMixin:
     def _make_user(self: FakeDiscord, name: str, *, bot: bool = False) -> User:
         return User(self._snowflake(), name, bot)
 
-    def add_guild(self: FakeDiscord, name: str, *, filesize_limit: int = 10 * 1024 * 1024) -> int:
+    def add_guild(self: FakeDiscord, name: str, *, premium_tier: int = 0) -> int:
         """A guild with an @everyone role and the bot as a member.
 
-        The premium tier is the one whose upload limit equals ``filesize_limit`` (else 0, and
-        the fake enforces ``filesize_limit`` while discord.py's ``Guild.filesize_limit`` says
-        10 MiB; ``Interaction.filesize_limit`` always reports the enforced limit).
+        Its boost tier alone sets what the bot may upload there (10, 50 or 100 MiB), as on
+        Discord, so discord.py's ``Guild.filesize_limit`` agrees with what the fake enforces.
         """
+        assert premium_tier in rules.UPLOAD_LIMIT_BY_TIER, "boost tiers are 0 to 3"
         gid = self._snowflake()
-        tier = {50 * 1024 * 1024: 2, 100 * 1024 * 1024: 3}.get(filesize_limit, 0)
         bot_role = self._snowflake()
         everyone = Role(gid, "@everyone", permissions=0, position=0)
         managed = Role(
@@ -60,14 +60,24 @@ class WorldMixin:
         self.guilds[gid] = Guild(
             id=gid,
             name=name,
-            filesize_limit=filesize_limit,
-            premium_tier=tier,
+            premium_tier=premium_tier,
             joined_at=self._iso(),
             roles={gid: everyone, bot_role: managed},
         )
         self.members[gid, self.bot_id] = Member(roles=[bot_role])
         self._dispatch_guild_event("GUILD_CREATE", gid, lambda: self._guild_payload(gid))
         return gid
+
+    def set_premium_tier(
+        self: FakeDiscord, guild_id: int, tier: int, *, announce: bool = True
+    ) -> None:
+        """Boosts come or go. ``announce=False`` skips GUILD_UPDATE: the bot's cache lags."""
+        assert tier in rules.UPLOAD_LIMIT_BY_TIER, "boost tiers are 0 to 3"
+        self.guilds[guild_id].premium_tier = tier
+        if announce:
+            self._dispatch_guild_event(
+                "GUILD_UPDATE", guild_id, lambda: self._guild_payload(guild_id)
+            )
 
     def add_text_channel(
         self: FakeDiscord,
@@ -78,9 +88,29 @@ class WorldMixin:
         bot_permissions: int = DEFAULT_BOT_PERMISSIONS,
     ) -> int:
         """A text channel where the bot has exactly ``bot_permissions`` (via a member overwrite)."""
+        return self._add_guild_channel(TextChannel, guild_id, name, nsfw, bot_permissions)
+
+    def add_voice_channel(
+        self: FakeDiscord,
+        guild_id: int,
+        name: str,
+        *,
+        bot_permissions: int = DEFAULT_BOT_PERMISSIONS | rules.CONNECT,
+    ) -> int:
+        """A voice channel; members (and the bot) use its text chat. No threads there."""
+        return self._add_guild_channel(VoiceChannel, guild_id, name, False, bot_permissions)
+
+    def _add_guild_channel(
+        self: FakeDiscord,
+        kind: type[TextChannel],
+        guild_id: int,
+        name: str,
+        nsfw: bool,
+        bot_permissions: int,
+    ) -> int:
         cid = self._snowflake()
         position = sum(1 for c in self.channels.values() if c.guild_id == guild_id)
-        self.channels[cid] = TextChannel(
+        self.channels[cid] = kind(
             id=cid,
             guild_id=guild_id,
             name=name,
@@ -122,6 +152,27 @@ class WorldMixin:
         channel = self.channels[channel_id]
         assert isinstance(channel, TextChannel), "the bot's permissions in a DM are fixed"
         channel.bot_permissions = permissions
+        self._dispatch_guild_event(
+            "CHANNEL_UPDATE", channel.guild_id, lambda: self._channel_payload(channel_id)
+        )
+
+    def archive_thread(self: FakeDiscord, thread_id: int, *, locked: bool = False) -> None:
+        """The thread archives (inactivity, or a moderator); ``locked``: a moderator locks it."""
+        thread = self.threads[thread_id]
+        thread.archived, thread.locked = True, thread.locked or locked
+        self._thread_updated(thread)
+
+    def lock_thread(self: FakeDiscord, thread_id: int) -> None:
+        """A moderator locks the thread but leaves it open (possible since 2023-03-06)."""
+        thread = self.threads[thread_id]
+        thread.locked = True
+        self._thread_updated(thread)
+
+    def _thread_updated(self: FakeDiscord, thread: Thread) -> None:
+        self._dispatch_guild_event(
+            "THREAD_UPDATE", thread.guild_id, lambda: self._channel_payload(thread.id)
+        )
+        self._notify()
 
     def delete_thread(self: FakeDiscord, thread_id: int) -> None:
         """A moderator deletes a thread: from now on its routes answer 10003 Unknown Channel."""
@@ -144,9 +195,15 @@ class WorldMixin:
         username: str,
         *,
         permissions: int = DEFAULT_MEMBER_PERMISSIONS,
+        premium_type: int = 0,
     ) -> int:
-        """A human member whose guild-wide permissions are exactly ``permissions``."""
+        """A human member whose guild-wide permissions are exactly ``permissions``.
+
+        ``premium_type`` is their Nitro plan (2: Nitro), which raises the interaction's
+        ``attachment_size_limit`` (theirs) but not what the bot may upload.
+        """
         user = self._make_user(username)
+        user.premium_type = premium_type
         uid = user.id
         self.users[uid] = user
         role = self._snowflake()
@@ -262,5 +319,13 @@ class WorldMixin:
         return rules.effective_permissions(perms, in_thread=False)
 
     def _filesize_limit(self: FakeDiscord, channel_id: int) -> int:
+        """What the bot may upload per file here: the guild's boost tier, 10 MiB in DMs."""
         gid = self._guild_of(channel_id)
-        return self.guilds[gid].filesize_limit if gid else 10 * 1024 * 1024
+        if gid is None:
+            return rules.DEFAULT_UPLOAD_LIMIT
+        return rules.UPLOAD_LIMIT_BY_TIER[self.guilds[gid].premium_tier]
+
+    def _attachment_size_limit(self: FakeDiscord, channel_id: int, user_id: int) -> int:
+        """An interaction's ``attachment_size_limit``: the member's, Nitro included."""
+        nitro = rules.NITRO_UPLOAD_LIMIT[self.users[user_id].premium_type]
+        return max(self._filesize_limit(channel_id), nitro)
