@@ -16,13 +16,13 @@ import pkgutil
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import discord
 from discord.ext import commands
 
-import cogs
 from services import doctor, log_redaction
 from services.aimlapi import AimlApiClient
 from services.config import Settings, SettingsError, load_settings
@@ -37,9 +37,13 @@ from services.store import SCHEMA_VERSION, SchemaTooNewError, Store
 log = logging.getLogger("fluxbot")
 
 
+#: Where the extensions live; found by path, so this module imports no cog.
+EXTENSIONS_DIR = Path(__file__).resolve().parent / "cogs"
+
+
 def walk_extensions() -> Iterator[str]:
     """Every module in ``cogs/`` but the helpers, whose names start with ``_``."""
-    for module in pkgutil.iter_modules(cogs.__path__, f"{cogs.__name__}."):
+    for module in pkgutil.iter_modules([str(EXTENSIONS_DIR)], "cogs."):
         if not module.name.rpartition(".")[2].startswith("_"):
             yield module.name
 

@@ -347,3 +347,8 @@ def cost_text(attempts: Sequence[ApiAttemptRecord]) -> str | None:
     about = "about " if any(a.usd_estimated for a in attempts) else ""
     calls = f" ({len(attempts)} API calls)" if len(attempts) > 1 else ""
     return f"{about}{total}{calls}"
+
+
+def image_stem(generation_id: int, image: int) -> str:
+    """The file name (without extension) of a result's image ``image``, counted from 0."""
+    return f"fluxbot-{generation_id}-{image + 1}"
