@@ -19,6 +19,10 @@ TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GfAkEt.discord-token-for-tests-0123456789"
 API_KEY = "aiml-test-key-5f2b9c0e7d1a4c3b8e6f"
 
 
+#: Message types of a command's answer (slash command, context menu): the job cards.
+COMMAND_REPLIES = frozenset({20, 23})
+
+
 class ReadySignal(logging.Handler):
     """Sets an event when the bot logs its ``fluxbot ready:`` line, as an operator would watch."""
 
@@ -143,6 +147,8 @@ class World:
 
         def is_result(message: dict[str, Any]) -> bool:
             if message["channel_id"] != str(channel_id) or int(message["id"]) <= after:
+                return False
+            if message["type"] in COMMAND_REPLIES:  # a job card (in a thread, beside results)
                 return False
             if predicate is not None:
                 return predicate(message)
