@@ -109,6 +109,8 @@ class FluxBot(commands.Bot):
             max_concurrent=settings.max_concurrent_jobs,
             max_per_user=settings.max_queued_per_user,
             job_timeout_seconds=settings.job_timeout_seconds,
+            lease_seconds=settings.job_lease_seconds,
+            poll_seconds=settings.queue_poll_seconds,
             card_edit_interval=settings.card_edit_interval_seconds,
             metrics=self.metrics,
             prices=PriceList(settings.model_prices, megapixels=settings.max_input_megapixels),

@@ -20,6 +20,7 @@ import discord
 from cogs import _render as render
 from cogs._components import card_view
 from services.store import Generation
+from services.store.job_queue import WAITING
 
 if TYPE_CHECKING:
     from bot import FluxBot
@@ -128,9 +129,10 @@ def card_work(bot: discord.Client) -> CardWork:
     return work
 
 
-def card_fields(bot: FluxBot, generation: Generation) -> dict[str, Any]:
+async def card_fields(bot: FluxBot, generation: Generation) -> dict[str, Any]:
     """What a card edit sends: the latest job's status, and Cancel while it waits."""
-    ahead = bot.generations.jobs_ahead(generation.id)
+    waiting = generation.status in WAITING
+    ahead = await bot.generations.jobs_ahead(generation.id) if waiting else None
     return {
         "embed": render.card_embed(generation, ahead=ahead),
         "view": card_view(generation),

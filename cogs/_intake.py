@@ -297,7 +297,7 @@ class Intake:
             generation = await self.bot.store.generations.latest_for_card(card.id)
             if generation is None:
                 return
-            fields = card_fields(self.bot, generation)
+            fields = await card_fields(self.bot, generation)
             async with self.work.one_at_a_time(card.channel.id, "edits"):
                 data = await image.read()
                 with uploads([(data, filename, False)]) as files:

@@ -352,3 +352,10 @@ def cost_text(attempts: Sequence[ApiAttemptRecord]) -> str | None:
 def image_stem(generation_id: int, image: int) -> str:
     """The file name (without extension) of a result's image ``image``, counted from 0."""
     return f"fluxbot-{generation_id}-{image + 1}"
+
+
+def is_result_file(filename: str, generation_id: int) -> bool:
+    """Whether ``filename`` is one of ``image_stem``'s for this generation."""
+    stem, _, _ = filename.rpartition(".")
+    prefix, _, number = stem.rpartition("-")
+    return prefix == f"fluxbot-{generation_id}" and number.isdigit()

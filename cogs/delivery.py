@@ -45,6 +45,8 @@ TOO_LARGE_NOW = (
 )
 #: Discord's limit on edits of old messages starts at an hour; a margin for the edit's own delay.
 OLD_CARD = timedelta(minutes=55)
+#: How far back a job answered before a restart is looked for in its results place.
+RECENT_MESSAGES = 100
 FINAL = frozenset({GenerationStatus.DONE, GenerationStatus.FAILED, GenerationStatus.CANCELLED})
 #: Refusals that mean "not now", not "not allowed": archived (a post unarchives) or locked.
 THREAD_ARCHIVED, THREAD_LOCKED = 50083, 160005
@@ -118,11 +120,10 @@ class DiscordPublisher:
             # archived thread can't be edited until the result (a post) unarchives it.
             return
         card = self._messageable(generation.card_channel_id, generation.guild_id)
+        fields = await card_fields(self.bot, generation)
         try:
             async with self.work.one_at_a_time(generation.card_channel_id, "edits"):
-                await card.get_partial_message(card_message_id).edit(
-                    **card_fields(self.bot, generation)
-                )
+                await card.get_partial_message(card_message_id).edit(**fields)
         except discord.NotFound:
             log.info("card %s: deleted, not edited", card_message_id)
         except discord.Forbidden as exc:
@@ -199,6 +200,34 @@ class DiscordPublisher:
             )
             message_ids.append(await self._send_text(generation, notice))
         return message_ids
+
+    async def posted_results(self, generation: Generation) -> list[int]:
+        """Our messages carrying this generation's files, posted since it started: a process
+        that stopped after posting but before recording them must not cause a second post."""
+        me = self.bot.user
+        if me is None:
+            return []
+        since = discord.Object(discord.utils.time_snowflake(generation.created_at))
+        places = dict.fromkeys(x for x in (generation.thread_id, generation.channel_id) if x)
+        found: list[int] = []
+        for channel_id in places:
+            messageable = self._messageable(channel_id, generation.guild_id)
+            try:
+                async for message in messageable.history(limit=RECENT_MESSAGES, after=since):
+                    if message.author.id == me.id and any(
+                        render.is_result_file(file.filename, generation.id)
+                        for file in message.attachments
+                    ):
+                        found.append(message.id)
+            except discord.HTTPException as exc:
+                log.info(
+                    "generation %s: could not look for earlier posts (%s)",
+                    generation.id,
+                    exc.status,
+                )
+            if found:
+                break
+        return found
 
     async def job_failed(self, generation: Generation, reason: str) -> None:
         try:

@@ -198,15 +198,13 @@ class StatsCog(commands.Cog):
         rows = await self.bot.store.generations.outcomes(
             guild_id=interaction.guild_id, since=start - timedelta(days=JOB_WINDOWS[-1][1])
         )
-        queue = self.bot.generations.queue
+        running, waiting = await self.bot.generations.depth()
         lines = [describe_report(report, paused=self.bot.generations.credit_hold)]
         lines += [
             describe_jobs(label, job_stats(rows, since=start - timedelta(days=back)))
             for label, back in JOB_WINDOWS
         ]
-        lines.append(
-            f"• Queue now (whole bot): {queue.running_count} running, {queue.waiting_count} waiting"
-        )
+        lines.append(f"• Queue now (whole bot): {running} running, {waiting} waiting")
         await interaction.followup.send(
             "\n".join(lines),
             file=discord.File(io.BytesIO(png), filename="fluxbot-spend.png"),

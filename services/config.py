@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     api_deadline_seconds: float = Field(default=180.0, gt=0)
     job_timeout_seconds: float = Field(default=600.0, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    #: A process silent this long (a crash, a SIGKILL) loses its running jobs to the others.
+    job_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    #: How often an idle process looks for jobs stored by other processes.
+    queue_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     #: One job card is edited at most this often; edits asked for meanwhile merge into one.
     card_edit_interval_seconds: float = Field(default=1.0, ge=0, le=60)
     #: Generations per member / per guild each UTC day; 0 = unlimited.

@@ -155,7 +155,7 @@ class CreditWatch:
         """A job the API refused for want of credits, or one queued while paused."""
         if not self._paused_noted:
             self._paused_noted = True
-            waiting = self._generations.queue.waiting_count + self._generations.queue.running_count
+            waiting = sum(await self._generations.depth())
             log.warning(
                 "the AI/ML API account is out of credits (HTTP 403): the queue is paused with "
                 "%d jobs; it resumes once the balance is back or an admin presses Resume",
@@ -175,7 +175,7 @@ class CreditWatch:
 
     async def resume(self, *, reason: str) -> bool:
         """End a pause for credits (the balance is back, or an admin said so)."""
-        if not self._generations.release_credit_hold():
+        if not await self._generations.release_credit_hold():
             return False
         self._told.clear()
         self._paused_noted = False

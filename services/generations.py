@@ -10,7 +10,6 @@ it loads; until one is attached the queue holds every job rather than run it wit
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,11 +19,12 @@ from services.aimlapi import AimlApiClient
 from services.card_updates import CardUpdater
 from services.clock import utc_now
 from services.costs import BudgetGuard, PriceList
-from services.jobs import Job, JobQueue
+from services.jobs import JobQueue
 from services.metrics import Metrics, Outcome
 from services.model_registry import DEFAULT_MODEL
 from services.quotas import DailyQuotas
 from services.store import Generation, NewGeneration, Store
+from services.store.job_queue import WAITING
 from services.worker import GenerationWorker, NoPublisher, Publisher
 
 log = logging.getLogger(__name__)
@@ -57,20 +57,23 @@ class GenerationService:
         prices: PriceList | None = None,
         budgets: BudgetGuard | None = None,
         metrics: Metrics | None = None,
+        lease_seconds: float = 30.0,
+        poll_seconds: float = 1.0,
+        description: str = "",
     ) -> None:
+        """``lease_seconds``: how long a silent process keeps its jobs before another takes them
+        up; ``poll_seconds``: how often an idle process looks for jobs stored by others;
+        ``description``: what the ``workers`` table says of this process (shards, role)."""
         self._store = store
         self.metrics = metrics or Metrics()
         self._quotas = quotas
         self.prices = prices or PriceList()
         #: Daily budgets: the bot's, and those guild admins set (read afresh at each admission).
         self.budgets = budgets or BudgetGuard(store)
-        #: Set while the API account is out of credits: the queue starts nothing new.
-        self._credit_hold = False
         self._credit_listener: CreditListener | None = None
         self._job_timeout = timedelta(seconds=job_timeout_seconds)
         self._now = now
         self._publisher: Publisher | None = None
-        self._admission = asyncio.Lock()
         self._resumed = False
         #: Job cards: every edit goes through one coalescing updater, so edits never race.
         self.cards = CardUpdater(self._edit_card, min_interval=card_edit_interval)
@@ -84,17 +87,23 @@ class GenerationService:
             metrics=self.metrics,
             out_of_credits=self._out_of_credits,
         )
-        # Held until ``resume``: stored jobs go first, in their order.
+        # Claims nothing until ``resume``: what a stop left behind is put back in line first.
         self.queue = JobQueue(
-            worker, max_concurrent=max_concurrent, max_per_user=max_per_user, started=False
+            worker,
+            store.queue,
+            max_concurrent=max_concurrent,
+            max_per_user=max_per_user,
+            lease_seconds=lease_seconds,
+            poll_seconds=poll_seconds,
+            description=description,
         )
-        self.metrics.watch_queue(lambda: self.queue.waiting_count, lambda: self.queue.running_count)
+        self.metrics.watch_queue(self.depth)
 
     # -- the delivery side ----------------------------------------------------------------
 
     def attach(self, publisher: Publisher) -> None:
         self._publisher = publisher
-        if self._resumed and not self._credit_hold:
+        if self._resumed:
             self.queue.start()
 
     def detach(self) -> None:
@@ -132,39 +141,37 @@ class GenerationService:
         Commands call it before answering, so a refusal is private and nothing is stored;
         ``submit`` checks again, as the state may have changed meanwhile.
         """
-        self.queue.check_admission(user_id)
+        await self.queue.check_admission(user_id)
         await self._quotas.check(user_id, guild_id)
         await self.budgets.check(user_id, guild_id, self.prices.estimate(model, count))
 
     async def submit(self, new: NewGeneration) -> Submitted:
         """Admit, store and queue a job, and have its card show it.
 
-        Under a budget, its check and the job's insert are one transaction that no other
-        admission, in any process, interleaves with (``Store.admission``).
+        The checks and the insert are one transaction that no other admission, in any process,
+        interleaves with (``Store.admission``): two presses can't both take a member's last
+        place, a quota's last job or a budget's last cent.
         """
         estimate = self.prices.estimate(new.model, new.parameters.count)
         new = new.model_copy(update={"estimate_usd_nanos": estimate})
-        async with self._admission:  # check and store as one step, or two presses both pass
-            self.queue.check_admission(new.user_id)
+        async with self._store.admission() as conn:
+            await self.queue.check_admission(new.user_id, conn)
             await self._quotas.check(new.user_id, new.guild_id)
             if await self.budgets.applies(new.user_id, new.guild_id):
-                async with self._store.admission() as conn:
-                    await self.budgets.check(new.user_id, new.guild_id, estimate, conn)
-                    generation = await self._store.generations.create(new, conn=conn)
-            else:
-                generation = await self._store.generations.create(new)
-        ahead = self.queue.submit(
-            Job(generation.id, generation.user_id, generation.guild_id), check=False
-        )
+                await self.budgets.check(new.user_id, new.guild_id, estimate, conn)
+            generation = await self._store.generations.create(new, conn=conn)
+        # Its place first: once the queue is told, this job may be claimed and done at once.
+        ahead = await self.queue.jobs_ahead(generation.id)
+        self.queue.notify()
         self.show_on_card(generation)
-        if self._credit_hold and self._credit_listener is not None:
+        if self.credit_hold and self._credit_listener is not None:
             await self._credit_listener(generation)
-        return Submitted(generation, ahead)
+        return Submitted(generation, ahead or 0)
 
     async def cancel(self, generation: Generation, *, by: int) -> bool:
-        """Cancel a waiting job; False if it already started (a paid call is never cancelled)."""
-        if not self.queue.cancel(generation.id):
-            return False
+        """Cancel a waiting job; False if it already started (a paid call is never cancelled).
+
+        The store's guarded update decides, whichever process would have claimed it."""
         cancelled = await self._store.generations.mark_cancelled(generation.id, cancelled_by=by)
         if cancelled is None:
             return False
@@ -172,8 +179,12 @@ class GenerationService:
         self.show_on_card(cancelled)
         return True
 
-    def jobs_ahead(self, generation_id: int) -> int | None:
-        return self.queue.jobs_ahead(generation_id)
+    async def jobs_ahead(self, generation_id: int) -> int | None:
+        return await self.queue.jobs_ahead(generation_id)
+
+    async def depth(self) -> tuple[int, int]:
+        """Running and waiting jobs of the whole bot, every process."""
+        return await self._store.queue.depth()
 
     # -- out of credits -------------------------------------------------------------------
 
@@ -184,25 +195,23 @@ class GenerationService:
 
     @property
     def credit_hold(self) -> bool:
-        """The queue is paused because the API account is out of credits."""
-        return self._credit_hold
+        """The queue is paused because the API account is out of credits (as last read)."""
+        return self.queue.credit_hold
 
-    def release_credit_hold(self) -> bool:
-        """Start jobs again after a pause for credits; False if there was none."""
-        if not self._credit_hold:
-            return False
-        self._credit_hold = False
-        if self._resumed and self._publisher is not None:
-            self.queue.start()
-        return True
+    async def release_credit_hold(self) -> bool:
+        """Start jobs again after a pause for credits, in every process; False if there was
+        none."""
+        released = await self._store.queue.set_credit_hold(False)
+        self.queue.credit_hold = False
+        self.queue.notify()
+        return released
 
     async def _out_of_credits(self, generation: Generation) -> bool:
         """The API refused ``generation`` for want of credits: pause the queue, if watched."""
         if self._credit_listener is None:
             return False
-        if not self._credit_hold:
-            self._credit_hold = True
-            self.queue.pause()
+        await self._store.queue.set_credit_hold(True)
+        self.queue.credit_hold = True
         await self._credit_listener(generation)
         return True
 
@@ -216,29 +225,29 @@ class GenerationService:
     async def resume(self) -> None:
         """Jobs a stop or crash left behind run again, oldest first; stale ones fail loudly.
 
-        The queue starts only afterwards, so commands that arrived while the bot connected
-        wait behind them. Each job fetches a fresh reference URL from its card when it runs.
+        Jobs of a process whose lease ran out go back in line first; claims start only
+        afterwards. Each job fetches a fresh reference URL from its card when it runs.
         """
         if self._resumed or self.queue.stopping:
             return
         self._resumed = True
         try:
-            interrupted = await self._store.generations.mark_running_as_interrupted()
-            if interrupted:
-                log.warning("%d generations were interrupted mid-call; they run again", interrupted)
+            beat = await self._store.queue.heartbeat(self.queue.worker_id, lease=self.queue.lease)
+            if beat.reaped:
+                log.warning("%d generations were interrupted mid-call; they run again", beat.reaped)
             cutoff = self._now() - self._job_timeout
             resumed = 0
             for generation in await self._store.generations.unfinished():
+                if generation.status not in WAITING:
+                    continue  # running in another process, under its lease
                 if generation.created_at < cutoff:
                     await self._fail_stale(generation)
-                elif generation.id not in self.queue:  # not one queued since start-up
-                    job = Job(generation.id, generation.user_id, generation.guild_id)
-                    self.queue.submit(job, check=False)
+                else:
                     self.show_on_card(generation)
                     resumed += 1
             log.info("resumed %d waiting generations", resumed)
         finally:
-            if self._publisher is not None and not self._credit_hold:
+            if self._publisher is not None:
                 self.queue.start()
             else:  # its load failure is logged already
                 log.warning("no delivery extension is loaded: jobs wait until one is")
@@ -254,18 +263,15 @@ class GenerationService:
     async def shutdown(self, grace: float) -> None:
         """DESIGN §7: no new API calls; running ones get ``grace`` seconds, then are interrupted.
 
-        Jobs accepted meanwhile are stored, to run after the restart with every job still waiting.
+        Jobs accepted meanwhile are stored, to run after the restart (or in another process)
+        with every job still waiting.
         """
-        waiting, interrupted = await self.queue.shutdown(grace)
-        for job in interrupted:
-            await self._store.generations.mark_interrupted(job.generation_id)
+        interrupted = await self.queue.shutdown(grace)
+        for generation_id in interrupted:
             log.warning(
                 "generation %s: still running after %gs; interrupted, it runs again after "
-                "the restart (the API may bill it twice)",
-                job.generation_id,
+                "the restart (the API may bill it twice unless it had answered)",
+                generation_id,
                 grace,
             )
-        await self._store.generations.mark_running_as_interrupted()  # any the grace cut mid-write
-        if waiting:
-            log.info("%d waiting generations kept for the next start", len(waiting))
         await self.cards.flush()

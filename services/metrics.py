@@ -6,7 +6,7 @@ process (the tests) therefore never share counts.
 
 What is measured, and where:
 - jobs by outcome and model, and the log line: ``job_ended`` (worker, generation service);
-- queue depth and running jobs: read from the queue at each scrape (``watch_queue``);
+- queue depth and running jobs, whole bot: read from the database at each scrape (``watch_queue``);
 - API latency: each generation call, retries included (worker);
 - spend: each API attempt's cost as the API reported it, or its estimate (worker, DESIGN §10);
 - acknowledgement latency: an :func:`interaction_ack_trace` on the bot's HTTP session sees every
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from types import SimpleNamespace
@@ -58,6 +58,7 @@ class Outcome(StrEnum):
 
 class Metrics:
     def __init__(self) -> None:
+        self._depth: Callable[[], Awaitable[tuple[int, int]]] | None = None
         self.registry = CollectorRegistry()
         self.jobs = Counter(
             "fluxbot_jobs",
@@ -93,10 +94,16 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_queue(self, waiting: Callable[[], int], running: Callable[[], int]) -> None:
-        """Read the queue's sizes at each scrape, so they are never stale."""
-        self.queue_depth.set_function(lambda: float(waiting()))
-        self.jobs_running.set_function(lambda: float(running()))
+    def watch_queue(self, depth: Callable[[], Awaitable[tuple[int, int]]]) -> None:
+        """Read the whole bot's running and waiting jobs at each scrape, so they are never
+        stale (the database holds the queue: every process reports the same figures)."""
+        self._depth = depth
+
+    async def refresh(self) -> None:
+        if self._depth is not None:
+            running, waiting = await self._depth()
+            self.queue_depth.set(waiting)
+            self.jobs_running.set(running)
 
     def spent(self, model: str, usd: float) -> None:
         if usd > 0:
@@ -198,5 +205,6 @@ class MetricsServer:
             self._runner = None
 
     async def _scrape(self, _request: web.Request) -> web.Response:
+        await self._metrics.refresh()
         body = generate_latest(self._metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

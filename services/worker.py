@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -21,7 +20,7 @@ from services.aimlapi import (
 from services.clock import utc_now
 from services.costs import attempt_record, client_request_id, nanos_to_usd
 from services.errors import UserFacingError
-from services.jobs import Job, RateLimited, Requeue
+from services.jobs import UNEXPECTED, Job
 from services.metrics import Metrics, Outcome
 from services.model_registry import ReferenceInfo, model_entry
 from services.store import Generation, Store
@@ -34,7 +33,6 @@ MAX_RESULT_BYTES = 25 * 1024 * 1024
 BUSY_TOO_LONG = (
     "The image service stayed too busy to take this image for too long. Press Reroll to try again."
 )
-UNEXPECTED = "Something went wrong on our side. Press Reroll to retry."
 
 
 def storable(seed: int | None) -> int | None:
@@ -85,6 +83,10 @@ class Publisher(Protocol):
 
     async def job_failed(self, generation: Generation, reason: str) -> None: ...
 
+    async def posted_results(self, generation: Generation) -> list[int]:
+        """Result messages of ``generation`` already posted (by a process that then stopped
+        before it could record them), so a job answered before a crash is never posted twice."""
+
     async def edit_card(self, card_message_id: int) -> None:
         """Make the job card show the latest state of its newest generation, read now."""
 
@@ -117,64 +119,79 @@ class GenerationWorker:
 
     async def __call__(self, job: Job) -> None:
         publisher = self._publisher()
-        generation = await self._store.generations.mark_running(job.generation_id, self._now())
-        if generation is None:
-            log.info("generation %s: no longer waiting, skipped", job.generation_id)
-            return
+        generation = job.generation  # claimed: ``running`` under this process's lease
         started = time.monotonic()
         self._show_on_card(generation)
+        api_seconds: float | None = None
         try:
-            image_urls = await publisher.fresh_reference_urls(generation)
-            entry = model_entry(generation.model)
-            reference = None
-            if entry.needs_reference(generation.parameters):
-                reference = await self._measure_reference(image_urls[0])
-            body = entry.request_body(generation.parameters, image_urls, reference=reference)
-            # 429s are the queue's business: it slows down as a whole (DESIGN §7).
-            result, api_seconds = await self._call_api(generation, body)
-            job.api_call_done()
+            if generation.answer is None:
+                result, api_seconds = await self._generate(generation)
+                if await job.answered(_answer_json(result), storable(result.seed)) is None:
+                    log.warning("generation %s: lease lost while the API worked", generation.id)
+                    return  # the process that took it over posts it
+            else:  # answered before a stop or crash: post it, never pay for it twice
+                result = GenerationResult.model_validate_json(generation.answer)
+                if posted := await publisher.posted_results(generation):
+                    log.info("generation %s: was posted before the restart", generation.id)
+                    await self._done(generation, result, posted, started, None)
+                    return
             # Downloaded once they can be posted: results waiting for a busy channel's thread
             # budget would otherwise each hold their pictures in memory meanwhile.
             await publisher.ready_for_results(generation)
-            # The seed is stored before posting (a Remix pressed the moment the result appears
-            # shows it), while the images download: the write is then off the result's path.
-            _, images = await asyncio.gather(
-                self._store.generations.set_seed(generation.id, storable(result.seed)),
-                self._download(result),
-            )
+            images = await self._download(result)
             message_ids = await publisher.job_succeeded(generation, result, images)
         except RateLimitedError as exc:
-            await self._rate_limited(publisher, generation, exc)
+            await self._rate_limited(job, publisher, exc)
         except OutOfCreditsError as exc:
             if self._out_of_credits is None or not await self._out_of_credits(generation):
                 await self._fail(publisher, generation, exc.user_message, log_level=logging.WARNING)
                 return
-            requeued = await self._store.generations.mark_requeued(generation.id)
+            requeued = await job.requeue()
             if requeued is not None:
-                self._show_on_card(requeued)
-            raise Requeue() from None
+                self._show_on_card(requeued.generation)
         except UserFacingError as exc:
             await self._fail(publisher, generation, exc.user_message, log_level=logging.WARNING)
         except Exception:
             log.exception("generation %s: unexpected failure", generation.id)
             await self._fail(publisher, generation, UNEXPECTED)
         else:
-            done = await self._store.generations.mark_done(
-                generation.id,
-                seed=storable(result.seed),
-                result_message_ids=message_ids,
-                inference_seconds=result.inference_seconds,
-                finished_at=self._now(),
-                nsfw_withheld=sum(image.nsfw for image in result.images),
-            )
-            self._metrics.job_ended(done or generation, Outcome.DONE, api_seconds=api_seconds)
-            self._show_on_card(generation)  # once stored: an edit made at once must read "done"
-            log.info(
-                "generation %s: done in %.2fs (api inference %s)",
-                generation.id,
-                time.monotonic() - started,
-                result.inference_seconds,
-            )
+            await self._done(generation, result, message_ids, started, api_seconds)
+
+    async def _generate(self, generation: Generation) -> tuple[GenerationResult, float]:
+        """The API call, with every reference at a URL it can fetch now."""
+        image_urls = await self._publisher().fresh_reference_urls(generation)
+        entry = model_entry(generation.model)
+        reference = None
+        if entry.needs_reference(generation.parameters):
+            reference = await self._measure_reference(image_urls[0])
+        body = entry.request_body(generation.parameters, image_urls, reference=reference)
+        # 429s are the queue's business: it slows down as a whole (DESIGN §7).
+        return await self._call_api(generation, body)
+
+    async def _done(
+        self,
+        generation: Generation,
+        result: GenerationResult,
+        message_ids: Sequence[int],
+        started: float,
+        api_seconds: float | None,
+    ) -> None:
+        done = await self._store.generations.mark_done(
+            generation.id,
+            seed=storable(result.seed),
+            result_message_ids=message_ids,
+            inference_seconds=result.inference_seconds,
+            finished_at=self._now(),
+            nsfw_withheld=sum(image.nsfw for image in result.images),
+        )
+        self._metrics.job_ended(done or generation, Outcome.DONE, api_seconds=api_seconds)
+        self._show_on_card(generation)  # once stored: an edit made at once must read "done"
+        log.info(
+            "generation %s: done in %.2fs (api inference %s)",
+            generation.id,
+            time.monotonic() - started,
+            result.inference_seconds,
+        )
 
     async def _record(self, generation: Generation, attempt: ApiAttempt) -> None:
         """Each attempt's ids and cost, stored with the job as the API answers (DESIGN §10)."""
@@ -220,17 +237,15 @@ class GenerationWorker:
             await self._api.download(image, max_bytes=MAX_RESULT_BYTES) for image in result.images
         ]
 
-    async def _rate_limited(
-        self, publisher: Publisher, generation: Generation, exc: RateLimitedError
-    ) -> None:
-        """Back in line (raising :class:`RateLimited`) unless the job has waited too long."""
+    async def _rate_limited(self, job: Job, publisher: Publisher, exc: RateLimitedError) -> None:
+        """Back in line, the whole queue slowing down, unless the job has waited too long."""
+        generation = job.generation
         if self._now() - generation.created_at >= self._job_timeout:
             await self._fail(publisher, generation, BUSY_TOO_LONG, log_level=logging.WARNING)
             return
-        requeued = await self._store.generations.mark_requeued(generation.id)
+        requeued = await job.requeue(rate_limited=True, retry_after=exc.retry_after)
         if requeued is not None:
-            self._show_on_card(requeued)
-        raise RateLimited(exc.retry_after) from None
+            self._show_on_card(requeued.generation)
 
     async def _fail(
         self, publisher: Publisher, generation: Generation, reason: str, *, log_level: int = 0
@@ -242,3 +257,10 @@ class GenerationWorker:
             self._metrics.job_ended(failed, Outcome.FAILED)
         await publisher.job_failed(generation, reason)
         self._show_on_card(generation)
+
+
+def _answer_json(result: GenerationResult) -> str:
+    """The answer as stored for a re-delivery: URLs, seed, timing; never inline image bytes
+    (an inline image is not kept, so after a crash that job fails plainly instead)."""
+    images = [image.model_copy(update={"b64_json": None}) for image in result.images]
+    return result.model_copy(update={"images": images}).model_dump_json()

@@ -15,20 +15,20 @@ from services.store.engine import Writer
 from services.store.records import UNFINISHED, Generation, GenerationStatus, NewGeneration
 from services.store.schema import generations
 
-#: A job may be started, cancelled or failed only from these: the guards that make races safe.
-_STARTABLE = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
+#: A job may be cancelled or failed only from these: the guards that make races safe (the
+#: queue, ``job_queue.py``, starts jobs).
 _CANCELLABLE = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
 _FAILABLE = tuple(UNFINISHED)
 
 
-def _record(row: Row[Any]) -> Generation:
+def record(row: Row[Any]) -> Generation:
     # ``parameters`` arrives built without validation (columns.ParametersJSON): old rows stay
     # readable if limits tighten later, and pydantic keeps the instance as it is.
     return Generation.model_validate(row._mapping)
 
 
 def _record_or_none(row: Row[Any] | None) -> Generation | None:
-    return None if row is None else _record(row)
+    return None if row is None else record(row)
 
 
 class GenerationRepository:
@@ -64,9 +64,9 @@ class GenerationRepository:
         }
         statement = generations.insert().values(values).returning(*generations.c)
         if conn is not None:
-            return _record((await conn.execute(statement)).one())
+            return record((await conn.execute(statement)).one())
         async with self._write() as own:
-            return _record((await own.execute(statement)).one())
+            return record((await own.execute(statement)).one())
 
     async def get(self, generation_id: int) -> Generation | None:
         async with self._engine.connect() as conn:
@@ -74,10 +74,6 @@ class GenerationRepository:
                 select(generations).where(generations.c.id == generation_id)
             )
             return _record_or_none(result.first())
-
-    async def set_seed(self, generation_id: int, seed: int | None) -> Generation | None:
-        """The seed the API returned, stored before posting so Remix can offer it at once."""
-        return await self._update(generation_id, None, {"seed": seed})
 
     async def set_reference_url(self, generation_id: int, url: str) -> Generation | None:
         """A freshly signed URL of the card's reference, for this job and the next ones."""
@@ -103,22 +99,6 @@ class GenerationRepository:
                 "reference_channel_id": channel_id,
                 "reference_message_id": message_id,
                 "reference_url": url,
-            },
-        )
-
-    async def mark_running(
-        self, generation_id: int, started_at: datetime | None = None
-    ) -> Generation | None:
-        """Queued/interrupted -> running, counting the attempt. ``None``: cancelled meanwhile
-        (or unknown id, or already started elsewhere), so do not call the API."""
-        return await self._update(
-            generation_id,
-            _STARTABLE,
-            {
-                "status": GenerationStatus.RUNNING,
-                "started_at": self._now(started_at),
-                "attempts": generations.c.attempts + 1,
-                "error": None,
             },
         )
 
@@ -179,30 +159,6 @@ class GenerationRepository:
             },
         )
 
-    async def mark_interrupted(self, generation_id: int) -> Generation | None:
-        """Running -> interrupted, at shutdown once the grace period is over; resumed later."""
-        return await self._update(
-            generation_id, (GenerationStatus.RUNNING,), {"status": GenerationStatus.INTERRUPTED}
-        )
-
-    async def mark_requeued(self, generation_id: int) -> Generation | None:
-        """Running -> queued: the API was too busy to take the call (429), so it waits again."""
-        return await self._update(
-            generation_id,
-            (GenerationStatus.RUNNING,),
-            {"status": GenerationStatus.QUEUED, "started_at": None},
-        )
-
-    async def mark_running_as_interrupted(self) -> int:
-        """At start-up, before any worker runs: a job still ``running`` was lost in a crash."""
-        async with self._write() as conn:
-            result = await conn.execute(
-                update(generations)
-                .where(generations.c.status == GenerationStatus.RUNNING)
-                .values(status=GenerationStatus.INTERRUPTED)
-            )
-        return int(result.rowcount)
-
     async def unfinished(self) -> list[Generation]:
         """Queued, running and interrupted jobs, oldest first: the order to resume them in."""
         query = (
@@ -212,7 +168,7 @@ class GenerationRepository:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [_record(row) for row in rows]
+        return [record(row) for row in rows]
 
     async def count_since(
         self,
@@ -295,7 +251,7 @@ class GenerationRepository:
             .limit(limit)
         )
         async with self._engine.connect() as conn:
-            return [_record(row) for row in (await conn.execute(query)).all()]
+            return [record(row) for row in (await conn.execute(query)).all()]
 
     async def count_history(self, user_id: int) -> int:
         """How many generations :meth:`history` can page through."""

@@ -130,6 +130,15 @@ class Generation(BaseModel):
     deleted_at: AwareDatetime | None = None
     deleted_by: int | None = None
     estimate_usd_nanos: int | None = None
+    #: The queue's bookkeeping (``services.store.job_queue``): the worker holding the job while
+    #: it runs, the member's turn it started with and the one before, its back-off epoch.
+    claimed_by: str | None = None
+    queue_turn: int | None = None
+    served_before: int | None = None
+    throttle_epoch: int | None = None
+    #: The API's answer as JSON, once it came: a job answered but not posted is delivered again
+    #: after a crash instead of being paid for twice.
+    answer: str | None = None
 
     @property
     def references(self) -> tuple[str, ...]:

@@ -71,6 +71,14 @@ generations = Table(
     Column("reference_message_id", BigInteger),
     # What the job is expected to cost while it is not settled (admission counts it; v0007).
     Column("estimate_usd_nanos", BigInteger),
+    # The queue (v0008): the worker whose lease holds a running job, the member's turn it
+    # started with and the one before, the back-off epoch it started in, and the API's answer
+    # (JSON) once it came, so a crash after the call re-delivers instead of calling again.
+    Column("claimed_by", String(64)),
+    Column("queue_turn", BigInteger),
+    Column("served_before", BigInteger),
+    Column("throttle_epoch", Integer),
+    Column("answer", Text),
     Index("ix_generations_user_created", "user_id", "created_at"),
     Index("ix_generations_guild_created", "guild_id", "created_at"),
     Index("ix_generations_card", "card_message_id"),
@@ -137,4 +145,36 @@ budgets = Table(
     Column("member_daily_usd_nanos", BigInteger),
     Column("updated_by", BigInteger),
     Column("updated_at", UTCDateTime),
+)
+
+#: Processes running jobs; a heartbeat older than the lease means the process is gone (v0008).
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("description", String(200), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+)
+
+#: Each member's last turn: the member served least recently goes first (DESIGN §7; v0008).
+queue_members = Table(
+    "queue_members",
+    metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("last_served", BigInteger, nullable=False),
+)
+
+#: One row (``id`` 1): the turn counter, the live concurrency (NULL: no 429 yet, the settings'
+#: cap), the back-off after 429s and the out-of-credits hold, for the whole bot (v0008).
+queue_state = Table(
+    "queue_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("turn", BigInteger, nullable=False),
+    Column("live_limit", Integer),
+    Column("epoch", Integer, nullable=False),
+    Column("strikes", Integer, nullable=False),
+    Column("resume_at", UTCDateTime),
+    Column("credit_hold", Boolean, nullable=False),
 )

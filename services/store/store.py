@@ -19,6 +19,7 @@ from services.store.columns import as_utc
 from services.store.engine import WRITE, make_engine
 from services.store.generations import GenerationRepository
 from services.store.guild_settings import GuildSettingsRepository
+from services.store.job_queue import JobQueueRepository
 from services.store.meta import MetaRepository
 from services.store.migrations import migrate
 
@@ -29,7 +30,7 @@ _ADMISSION_LOCK = int.from_bytes(b"fluxbud$", "big")
 
 class Store:
     """All persistence for the bot: ``store.generations``, ``store.guild_settings``,
-    ``store.meta``, ``store.api_attempts``, ``store.budgets``. Open with
+    ``store.meta``, ``store.api_attempts``, ``store.budgets``, ``store.queue``. Open with
     ``await Store.open(url)``; close with ``close()`` or ``async with``.
     """
 
@@ -49,6 +50,7 @@ class Store:
         self.meta = MetaRepository(engine, write=self._write)
         self.api_attempts = ApiAttemptRepository(engine, write=self._write, now=self._now)
         self.budgets = BudgetRepository(engine, write=self._write, now=self._now)
+        self.queue = JobQueueRepository(engine, write=self._write, now=self._now)
 
     @classmethod
     async def open(cls, url: str, *, clock: Clock = utc_now) -> Self:

@@ -77,7 +77,7 @@ async def test_over_the_per_member_cap_is_refused_privately_and_never_stored(wor
         await world.imagine("bob's", user=world.bob)
     )  # the cap is per member
     await world.card_status(other, "⏳ Queued — you're next")  # bob was not served yet
-    assert world.bot is not None and world.bot.generations.queue.waiting_count == 2
+    assert world.bot is not None and (await world.bot.generations.depth())[1] == 2
 
 
 async def test_a_daily_quota_refuses_commands_and_buttons_and_says_when_it_resets(world: World):
@@ -206,5 +206,5 @@ async def test_the_author_can_cancel_a_waiting_job_and_another_member_cannot(wor
     await cancelled.response()
     card = await world.card_status(card_id, "🚫 Cancelled")
     assert not card["components"], "no Cancel button on a cancelled card"
-    assert world.bot is not None and world.bot.generations.queue.waiting_count == 0
+    assert world.bot is not None and (await world.bot.generations.depth())[1] == 0
     assert [r["prompt"] for r in world.api.requests] == ["keeps the slot busy"]

@@ -29,7 +29,7 @@ from services.generations import GenerationService, Submitted
 from services.model_registry import DEFAULT_MODEL
 from services.quotas import DailyQuotas
 from services.store import GenerationStatus, Store
-from tests.services.store.records import T0, FakeClock, new
+from tests.services.store.records import T0, FakeClock, mark_running, new
 
 GUILD = 555
 CENT = usd_to_nanos(Decimal("0.01"))
@@ -76,7 +76,7 @@ async def test_an_attempt_is_recorded_at_what_it_cost_or_else_at_the_estimate(
     store: Store,
 ) -> None:
     generation = await store.generations.create(new(estimate_usd_nanos=50_000_000))
-    running = await store.generations.mark_running(generation.id)
+    running = await mark_running(store, generation.id)
     assert running is not None and client_request_id(running) == f"fluxbot:{generation.id}:1"
 
     paid = attempt_record(running, attempt("0.025"))
@@ -120,7 +120,7 @@ async def spend(
 ) -> None:
     """A finished job that cost ``nanos`` today."""
     generation = await store.generations.create(new(user_id=user_id, guild_id=guild_id, count=1))
-    running = await store.generations.mark_running(generation.id)
+    running = await mark_running(store, generation.id)
     assert running is not None
     record = attempt_record(running, attempt(None)).model_copy(update={"usd_nanos": nanos})
     await store.api_attempts.record(record)

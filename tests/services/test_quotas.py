@@ -12,7 +12,7 @@ import pytest
 from services.jobs import QueueRefused
 from services.quotas import DailyQuotas, QuotaExceeded
 from services.store import Store
-from tests.services.store.records import new
+from tests.services.store.records import mark_running, new
 
 EVENING = datetime(2025, 3, 1, 23, 30, tzinfo=UTC)
 MIDNIGHT = datetime(2025, 3, 2, tzinfo=UTC)
@@ -75,11 +75,11 @@ async def test_cancelled_and_failed_jobs_give_their_quota_back(store: Store, clo
     cancelled = await add_job(store, user_id=1)
     failed = await add_job(store, user_id=1)
     await store.generations.mark_cancelled(cancelled, cancelled_by=1)
-    await store.generations.mark_running(failed)
+    await mark_running(store, failed)
     await store.generations.mark_failed(failed, "API down")
     await quotas.check(1, GUILD)
     done = await add_job(store, user_id=1)
-    await store.generations.mark_running(done)
+    await mark_running(store, done)
     await store.generations.mark_done(done, seed=1, result_message_ids=[1], inference_seconds=1.0)
     await add_job(store, user_id=1)  # still waiting: counts too
     with pytest.raises(QuotaExceeded):

@@ -5,10 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, update
 
 from services.parameters import GenerationParameters
-from services.store import GenerationKind, NewGeneration
+from services.store import (
+    Generation,
+    GenerationKind,
+    GenerationStatus,
+    NewGeneration,
+    Store,
+    schema,
+)
+from services.store.generations import record
+from services.store.job_queue import WAITING
 from services.store.migrations.v0001_initial import generations_v1
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -63,3 +72,29 @@ def v1_row(parameters: GenerationParameters, **columns: Any) -> dict[str, Any]:
         "status": "queued",
         "created_at": datetime(2024, 12, 31, 23, 59, 59, 1),
     } | columns
+
+
+async def mark_running(
+    store: Store, generation_id: int, started_at: datetime | None = None
+) -> Generation | None:
+    """Put one job in ``running`` as a claim would (tests that need a job in that state
+    without going through the queue's fairness pick). ``None`` if it was not waiting."""
+    values = {
+        "status": GenerationStatus.RUNNING,
+        "started_at": store._now(started_at),
+        "attempts": schema.generations.c.attempts + 1,
+        "error": None,
+        "claimed_by": "tests",
+    }
+    statement = (
+        update(schema.generations)
+        .where(
+            schema.generations.c.id == generation_id,
+            schema.generations.c.status.in_([str(s) for s in WAITING]),
+        )
+        .values(values)
+        .returning(*schema.generations.c)
+    )
+    async with store.engine.begin() as conn:
+        row = (await conn.execute(statement)).first()
+    return None if row is None else record(row)

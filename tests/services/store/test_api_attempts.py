@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from services.store import Generation, NewApiAttempt, Store
-from tests.services.store.records import SNOWFLAKE, T0, new
+from tests.services.store.records import SNOWFLAKE, T0, mark_running, new
 
 
 def attempt(generation: Generation, number: int = 1, **fields: object) -> NewApiAttempt:
@@ -93,7 +93,7 @@ async def test_unsettled_jobs_reserve_their_estimates(store: Store) -> None:
     waiting = await store.generations.create(new(user_id=11, guild_id=guild, estimate_usd_nanos=7))
     await store.generations.create(new(user_id=12, guild_id=guild, estimate_usd_nanos=100))
     done = await store.generations.create(new(user_id=11, guild_id=guild, estimate_usd_nanos=5000))
-    await store.generations.mark_running(done.id)
+    await mark_running(store, done.id)
     await store.generations.mark_done(
         done.id, seed=1, result_message_ids=[], inference_seconds=None
     )

@@ -21,7 +21,7 @@ from services.store import (
     Store,
     current_version,
 )
-from tests.services.store.records import BIG_SNOWFLAKE, SNOWFLAKE, T0, FakeClock, new
+from tests.services.store.records import BIG_SNOWFLAKE, SNOWFLAKE, T0, FakeClock, mark_running, new
 
 
 async def test_create_get_round_trip_with_extreme_values(store: Store) -> None:
@@ -41,9 +41,8 @@ async def test_create_get_round_trip_with_extreme_values(store: Store) -> None:
     assert await store.generations.get(created.id) == created
     assert await store.generations.get(created.id + 1) is None
 
-    await store.generations.set_seed(created.id, SEED_MAX)
-    await store.generations.mark_running(
-        created.id, datetime(2025, 3, 1, 14, 0, 0, 1, tzinfo=timezone(timedelta(hours=2)))
+    await mark_running(
+        store, created.id, datetime(2025, 3, 1, 14, 0, 0, 1, tzinfo=timezone(timedelta(hours=2)))
     )
     done = await store.generations.mark_done(
         created.id,
@@ -80,11 +79,8 @@ async def test_ids_increase_and_parameters_round_trip(store: Store) -> None:
 
 async def test_setters_touch_one_field_and_refuse_unknown_ids(store: Store) -> None:
     job = await store.generations.create(new())
-    seeded = await store.generations.set_seed(job.id, 77)
-    assert seeded == job.model_copy(update={"seed": 77})
     moved = await store.generations.set_reference_url(job.id, "https://cdn.example/new.png")
-    assert moved == seeded.model_copy(update={"reference_url": "https://cdn.example/new.png"})
-    assert await store.generations.set_seed(job.id + 100, 1) is None
+    assert moved == job.model_copy(update={"reference_url": "https://cdn.example/new.png"})
     assert await store.generations.set_reference_url(job.id + 100, "https://x/y.png") is None
 
 
@@ -99,7 +95,7 @@ async def test_parent_must_exist(store: Store) -> None:
 async def test_happy_path_transitions(store: Store, clock: FakeClock) -> None:
     job = await store.generations.create(new())
     clock.now = T0 + timedelta(seconds=3)
-    running = await store.generations.mark_running(job.id)
+    running = await mark_running(store, job.id)
     assert running is not None
     assert running.status is GenerationStatus.RUNNING
     assert running.attempts == 1 and running.started_at == clock.now
@@ -120,7 +116,7 @@ async def test_happy_path_transitions(store: Store, clock: FakeClock) -> None:
     assert (done.inference_seconds, done.nsfw_withheld) == (2.54, 1)
     assert done.finished_at == T0 + timedelta(seconds=9)
     # Finished is final: nothing moves it again.
-    assert await store.generations.mark_running(job.id) is None
+    assert await mark_running(store, job.id) is None
     assert await store.generations.mark_failed(job.id, "late") is None
     assert await store.generations.mark_cancelled(job.id, cancelled_by=1) is None
     assert await store.generations.get(job.id) == done
@@ -128,7 +124,7 @@ async def test_happy_path_transitions(store: Store, clock: FakeClock) -> None:
 
 async def test_cancel_after_start_does_not_apply(store: Store) -> None:
     job = await store.generations.create(new())
-    assert await store.generations.mark_running(job.id) is not None
+    assert await mark_running(store, job.id) is not None
     assert await store.generations.mark_cancelled(job.id, cancelled_by=SNOWFLAKE) is None
     stored = await store.generations.get(job.id)
     assert stored is not None and stored.status is GenerationStatus.RUNNING
@@ -141,7 +137,7 @@ async def test_start_after_cancel_does_not_apply(store: Store) -> None:
     assert cancelled is not None
     assert (cancelled.status, cancelled.cancelled_by) == (GenerationStatus.CANCELLED, SNOWFLAKE)
     assert cancelled.finished_at == T0
-    assert await store.generations.mark_running(job.id) is None
+    assert await mark_running(store, job.id) is None
     assert (
         await store.generations.mark_done(
             job.id, seed=1, result_message_ids=[], inference_seconds=1
@@ -153,7 +149,7 @@ async def test_start_after_cancel_does_not_apply(store: Store) -> None:
 async def test_cancel_and_start_race_has_one_winner(store: Store) -> None:
     jobs = [await store.generations.create(new()) for _ in range(10)]
     results = await asyncio.gather(
-        *(store.generations.mark_running(j.id) for j in jobs),
+        *(mark_running(store, j.id) for j in jobs),
         *(store.generations.mark_cancelled(j.id, cancelled_by=7) for j in jobs),
     )
     started, cancelled = results[:10], results[10:]
@@ -169,16 +165,17 @@ async def test_done_needs_running_and_unknown_ids_do_nothing(store: Store) -> No
         )
         is None
     )
-    assert await store.generations.mark_running(999) is None
+    assert await mark_running(store, 999) is None
     assert await store.generations.mark_failed(999, "x") is None
 
 
 async def test_failed_keeps_plain_error_and_interrupted_resumes(store: Store) -> None:
     job = await store.generations.create(new())
-    await store.generations.mark_running(job.id)
-    interrupted = await store.generations.mark_interrupted(job.id)
+    await mark_running(store, job.id)
+    assert await store.queue.retire_worker("tests") == [job.id]  # the process stopped
+    interrupted = await store.generations.get(job.id)
     assert interrupted is not None and interrupted.status is GenerationStatus.INTERRUPTED
-    rerun = await store.generations.mark_running(job.id, T0 + timedelta(minutes=1))
+    rerun = await mark_running(store, job.id, T0 + timedelta(minutes=1))
     assert rerun is not None and rerun.attempts == 2
     assert rerun.started_at == T0 + timedelta(minutes=1)
     failed = await store.generations.mark_failed(
@@ -187,23 +184,25 @@ async def test_failed_keeps_plain_error_and_interrupted_resumes(store: Store) ->
     assert failed is not None and failed.status is GenerationStatus.FAILED
     assert failed.finished_at == T0 + timedelta(minutes=2)
     assert failed.error == "The image service is down. Press Reroll to retry."
-    assert await store.generations.mark_interrupted(job.id) is None
+    assert await store.queue.retire_worker("tests") == []
 
 
-async def test_unfinished_oldest_first_and_crash_marking(store: Store) -> None:
+async def test_unfinished_oldest_first_and_crash_marking(store: Store, clock: FakeClock) -> None:
     late = await store.generations.create(new(prompt="late"), created_at=T0 + timedelta(minutes=5))
     early = await store.generations.create(new(prompt="early"), created_at=T0)
     middle = await store.generations.create(new(prompt="mid"), created_at=T0 + timedelta(minutes=1))
     done = await store.generations.create(new(prompt="done"), created_at=T0 - timedelta(hours=1))
-    await store.generations.mark_running(done.id)
+    await mark_running(store, done.id)
     await store.generations.mark_done(
         done.id, seed=5, result_message_ids=[1], inference_seconds=1.0
     )
-    await store.generations.mark_running(middle.id)
+    await mark_running(store, middle.id)
 
     assert [g.id for g in await store.generations.unfinished()] == [early.id, middle.id, late.id]
-    assert await store.generations.mark_running_as_interrupted() == 1
-    assert await store.generations.mark_running_as_interrupted() == 0
+    clock.now += timedelta(minutes=1)  # the process running ``middle`` died a minute ago
+    lease = timedelta(seconds=30)
+    assert (await store.queue.heartbeat("another", lease=lease)).reaped == 1
+    assert (await store.queue.heartbeat("another", lease=lease)).reaped == 0
     statuses = [g.status for g in await store.generations.unfinished()]
     assert statuses == [
         GenerationStatus.QUEUED,
@@ -258,16 +257,17 @@ async def test_latest_for_card(store: Store) -> None:
 async def test_reopen_after_close_keeps_data(db_url: str) -> None:
     async with await Store.open(db_url) as store:
         job = await store.generations.create(new(seed=SEED_MAX))
-        await store.generations.mark_running(job.id)
+        await mark_running(store, job.id)
         await store.meta.set("k", "v")
     async with await Store.open(db_url) as store:
-        assert await store.generations.mark_running_as_interrupted() == 1
+        # A running job whose process is not registered at all has no lease to wait for.
+        assert (await store.queue.heartbeat("next", lease=timedelta(seconds=30))).reaped == 1
         resumed = await store.generations.get(job.id)
         assert resumed is not None
         assert resumed.status is GenerationStatus.INTERRUPTED
         assert resumed.model_dump(exclude={"status"}) == job.model_dump(
             exclude={"status", "attempts", "started_at"}
-        ) | {"attempts": 1, "started_at": resumed.started_at}
+        ) | {"attempts": 1, "started_at": resumed.started_at, "claimed_by": None}
         assert await store.meta.get("k") == "v"
         assert await current_version(store.engine) == SCHEMA_VERSION
 

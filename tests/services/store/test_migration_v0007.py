@@ -17,7 +17,7 @@ async def test_jobs_stored_before_costs_stay_and_reserve_nothing(db_url: str) ->
             values = v1_row(GenerationParameters(prompt="from before costs"))
             await conn.execute(V1_GENERATIONS.insert().values(values))
         assert await migrate(engine, target=6) == 6
-        assert await migrate(engine) == 7
+        assert await migrate(engine, target=7) == 7
     finally:
         await engine.dispose()
     async with await Store.open(db_url) as store:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from services.job_stats import job_stats
 from services.store import GenerationStatus, Store
-from tests.services.store.records import SNOWFLAKE, T0, new
+from tests.services.store.records import SNOWFLAKE, T0, mark_running, new
 
 GUILD = SNOWFLAKE + 1
 
@@ -14,7 +14,7 @@ GUILD = SNOWFLAKE + 1
 async def finished(store: Store, seconds: float, *, model: str | None = None, fail: bool = False):
     extra = {"model": model} if model else {}
     job = await store.generations.create(new(**extra), created_at=T0)
-    await store.generations.mark_running(job.id, T0)
+    await mark_running(store, job.id, T0)
     at = T0 + timedelta(seconds=seconds)
     if fail:
         await store.generations.mark_failed(job.id, "down", at)

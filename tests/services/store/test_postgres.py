@@ -18,7 +18,7 @@ from services.parameters import SEED_MAX
 from services.safety import GuildSettings
 from services.store import GenerationKind, GenerationStatus, Store
 from tests.postgres import PostgresServer
-from tests.services.store.records import BIG_SNOWFLAKE, T0, FakeClock, new
+from tests.services.store.records import BIG_SNOWFLAKE, T0, FakeClock, mark_running, new
 from tests.services.test_costs import race_for_the_last_cents
 
 
@@ -35,7 +35,7 @@ async def test_repositories_round_trip(pg_url: str) -> None:
         job = await store.generations.create(new(seed=SEED_MAX, user_id=BIG_SNOWFLAKE))
         assert await store.generations.get(job.id) == job
         assert job.created_at == T0
-        running = await store.generations.mark_running(job.id)
+        running = await mark_running(store, job.id)
         assert running is not None and running.attempts == 1
         assert await store.generations.mark_cancelled(job.id, cancelled_by=1) is None
         done = await store.generations.mark_done(
@@ -72,7 +72,7 @@ async def test_start_and_cancel_race_has_one_winner(pg_url: str) -> None:
     async with await Store.open(pg_url) as store:
         jobs = [await store.generations.create(new()) for _ in range(10)]
         results = await asyncio.gather(
-            *(store.generations.mark_running(j.id) for j in jobs),
+            *(mark_running(store, j.id) for j in jobs),
             *(store.generations.mark_cancelled(j.id, cancelled_by=7) for j in jobs),
         )
     for started, cancelled in zip(results[:10], results[10:], strict=True):

@@ -1,0 +1,447 @@
+"""The job queue's truth, shared by every process: claims under leases, fairness, the back-off.
+
+A claim is one short write transaction. Its first statement bumps the turn counter in the one
+``queue_state`` row, which takes that row's lock (PostgreSQL) or the database's write lock
+(SQLite, ``BEGIN IMMEDIATE``): claims from all processes therefore run one at a time, so the
+concurrency cap is read and used in one step and never overshot. The job itself is picked with
+``FOR UPDATE SKIP LOCKED``, so a job that a cancel is updating is passed over, not waited for.
+
+A process proves it is alive by its ``workers`` row's heartbeat; the jobs of a process whose
+heartbeat is older than the lease go back in line (``interrupted``) for any process to take.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.store.engine import Writer, upsert
+from services.store.generations import record as generation_record
+from services.store.records import UNFINISHED, Generation, GenerationStatus
+from services.store.schema import generations, queue_members, queue_state, workers
+
+#: Jobs a claim may start: waiting, or put back by a stop or a lost lease.
+WAITING = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
+_STATE = queue_state.c.id == 1
+
+
+class Refusal(StrEnum):
+    EMPTY = "empty"
+    #: As many jobs are calling the API as the live cap allows.
+    FULL = "full"
+    #: After a 429: nothing starts for ``NoClaim.retry_in`` seconds.
+    BACKING_OFF = "backing-off"
+    #: The API account is out of credits; an operator or the balance watch lifts it.
+    CREDIT_HOLD = "credit-hold"
+
+
+@dataclass(frozen=True)
+class NoClaim:
+    reason: Refusal
+    #: Seconds until the back-off is over (``BACKING_OFF`` only).
+    retry_in: float | None = None
+
+
+@dataclass(frozen=True)
+class Requeued:
+    generation: Generation
+    #: Seconds the whole queue now waits (a 429 that slowed it down), else None.
+    pause: float | None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    #: False when this process's row was gone: it had been taken for dead and its jobs re-queued.
+    alive: bool
+    #: Running jobs of processes taken for dead, put back in line by this heartbeat.
+    reaped: int
+
+
+class JobQueueRepository:
+    """``workers``, ``queue_members``, ``queue_state``, and the queue's ``generations`` columns."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        write: Writer,
+        now: Callable[[datetime | None], datetime],
+    ) -> None:
+        self._engine = engine
+        self._write = write
+        self._now = now
+
+    # -- processes ------------------------------------------------------------------------
+
+    async def register_worker(self, worker_id: str, description: str) -> None:
+        now = self._now(None)
+        async with self._write() as conn:
+            await conn.execute(
+                upsert(self._engine, workers)
+                .values(
+                    id=worker_id, description=description[:200], started_at=now, heartbeat_at=now
+                )
+                .on_conflict_do_update(index_elements=[workers.c.id], set_={"heartbeat_at": now})
+            )
+
+    async def heartbeat(self, worker_id: str, *, lease: timedelta) -> Heartbeat:
+        """Renew this process's lease, and put back in line every running job whose holder has
+        no live lease: gone silent, never registered, or none (left by a version before the
+        queue)."""
+        now = self._now(None)
+        cutoff = now - lease
+        alive_ids = select(workers.c.id).where(workers.c.heartbeat_at >= cutoff)
+        async with self._write() as conn:
+            alive = await conn.execute(
+                update(workers).where(workers.c.id == worker_id).values(heartbeat_at=now)
+            )
+            reaped = await self._hand_back(
+                conn,
+                or_(
+                    generations.c.claimed_by.is_(None),
+                    generations.c.claimed_by.not_in(alive_ids),
+                ),
+            )
+            await conn.execute(delete(workers).where(workers.c.heartbeat_at < cutoff))
+        return Heartbeat(alive=alive.rowcount > 0, reaped=len(reaped))
+
+    async def retire_worker(self, worker_id: str) -> list[int]:
+        """At a stop: this process's running jobs go back in line at once, and its row goes.
+
+        Returns their ids (they run again, and an answered one is posted without a new call).
+        """
+        async with self._write() as conn:
+            interrupted = await self._hand_back(conn, generations.c.claimed_by == worker_id)
+            await conn.execute(delete(workers).where(workers.c.id == worker_id))
+        return interrupted
+
+    async def _hand_back(self, conn: AsyncConnection, holder: ColumnElement[bool]) -> list[int]:
+        """Running jobs matching ``holder`` -> interrupted, each with its member's turn given
+        back, so they run again in their order (DESIGN §7) before their members' later jobs."""
+        g = generations.c
+        rows = (
+            await conn.execute(
+                update(generations)
+                .where(g.status == GenerationStatus.RUNNING, holder)
+                .values(status=GenerationStatus.INTERRUPTED, claimed_by=None)
+                .returning(g.id, g.user_id, g.queue_turn, g.served_before)
+            )
+        ).all()
+        for row in rows:
+            await self._give_turn_back(conn, row.user_id, row.queue_turn, row.served_before)
+        return sorted(row.id for row in rows)
+
+    @staticmethod
+    async def _give_turn_back(
+        conn: AsyncConnection, user_id: int, turn: int | None, served_before: int | None
+    ) -> None:
+        """Undo a claim's turn, unless the member has been served again since."""
+        if turn is None:
+            return
+        m = queue_members.c
+        await conn.execute(
+            update(queue_members)
+            .where(m.user_id == user_id, m.last_served == turn)
+            .values(last_served=served_before or 0)
+        )
+
+    # -- claims ---------------------------------------------------------------------------
+
+    async def claim(self, worker_id: str, *, max_concurrent: int) -> Generation | NoClaim:
+        """Start the next job under the fairness rule, if the cap and the back-off allow."""
+        g, m = generations.c, queue_members.c
+        async with self._write() as conn:
+            state = (
+                await conn.execute(
+                    update(queue_state)
+                    .where(_STATE)
+                    .values(turn=queue_state.c.turn + 1)
+                    .returning(*queue_state.c)
+                )
+            ).one()
+            now = self._now(None)
+            refusal = self._refusal(state, now)
+            if refusal is None:
+                calling = await conn.execute(
+                    select(func.count())
+                    .select_from(generations)
+                    .where(g.status == GenerationStatus.RUNNING, g.answer.is_(None))
+                )
+                if calling.scalar_one() >= _limit(state.live_limit, max_concurrent):
+                    refusal = NoClaim(Refusal.FULL)
+            if refusal is None:
+                pick = (
+                    select(g.id, g.user_id, m.last_served)
+                    .select_from(generations.outerjoin(queue_members, m.user_id == g.user_id))
+                    .where(g.status.in_([str(s) for s in WAITING]))
+                    .order_by(func.coalesce(m.last_served, 0), g.id)
+                    .limit(1)
+                    .with_for_update(of=generations, skip_locked=True)
+                )
+                chosen = (await conn.execute(pick)).first()
+                if chosen is not None:
+                    return await self._start(conn, worker_id, chosen, state, now)
+                refusal = NoClaim(Refusal.EMPTY)
+            await conn.rollback()  # the turn was not used: leave nothing written
+            return refusal
+
+    @staticmethod
+    def _refusal(state: Any, now: datetime) -> NoClaim | None:
+        if state.credit_hold:
+            return NoClaim(Refusal.CREDIT_HOLD)
+        if state.resume_at is not None and state.resume_at > now:
+            return NoClaim(Refusal.BACKING_OFF, (state.resume_at - now).total_seconds())
+        return None
+
+    async def _start(
+        self, conn: AsyncConnection, worker_id: str, chosen: Any, state: Any, now: datetime
+    ) -> Generation:
+        g = generations.c
+        started = (
+            await conn.execute(
+                update(generations)
+                .where(g.id == chosen.id)
+                .values(
+                    status=GenerationStatus.RUNNING,
+                    claimed_by=worker_id,
+                    started_at=now,
+                    attempts=g.attempts + 1,
+                    error=None,
+                    queue_turn=state.turn,
+                    served_before=chosen.last_served or 0,
+                    throttle_epoch=state.epoch,
+                )
+                .returning(*g)
+            )
+        ).one()
+        await conn.execute(
+            upsert(self._engine, queue_members)
+            .values(user_id=chosen.user_id, last_served=state.turn)
+            .on_conflict_do_update(
+                index_elements=[queue_members.c.user_id], set_={"last_served": state.turn}
+            )
+        )
+        return generation_record(started)
+
+    async def answered(
+        self, generation: Generation, *, answer: str, seed: int | None, max_concurrent: int
+    ) -> Generation | None:
+        """The API answered: keep the answer and the seed, free the job's API slot, and (for a
+        job started since the last slow-down) earn one slot of the live cap back.
+
+        ``None``: the job is no longer this process's (its lease was lost meanwhile).
+        """
+        g, s = generations.c, queue_state.c
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    update(generations)
+                    .where(
+                        g.id == generation.id,
+                        g.status == GenerationStatus.RUNNING,
+                        g.claimed_by == generation.claimed_by,
+                    )
+                    .values(answer=answer, seed=seed)
+                    .returning(*g)
+                )
+            ).first()
+            if generation.throttle_epoch is not None:
+                raised = s.live_limit + 1
+                await conn.execute(
+                    update(queue_state)
+                    .where(
+                        _STATE,
+                        s.epoch == generation.throttle_epoch,
+                        or_(s.strikes > 0, s.live_limit.is_not(None)),
+                    )
+                    .values(
+                        strikes=0,
+                        live_limit=case((raised >= max_concurrent, None), else_=raised),
+                    )
+                )
+        return None if row is None else generation_record(row)
+
+    async def requeue(
+        self,
+        generation: Generation,
+        *,
+        rate_limited: bool = False,
+        retry_after: float | None = None,
+        backoff: Callable[[int], float] = lambda strikes: 0.0,
+        max_concurrent: int = 1,
+    ) -> Requeued | None:
+        """Running -> queued, first in its member's line with its member's turn given back.
+
+        After a 429 (``rate_limited``) the whole queue slows down, once per congestion event: a
+        job started before the last slow-down only extends the pause to its ``retry_after``.
+        Otherwise the live cap halves (not below 1) and nothing starts for ``retry_after`` or
+        ``backoff(strikes)`` seconds. ``None``: the job was no longer running.
+        """
+        g, s = generations.c, queue_state.c
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    update(generations)
+                    .where(g.id == generation.id, g.status == GenerationStatus.RUNNING)
+                    .values(status=GenerationStatus.QUEUED, started_at=None, claimed_by=None)
+                    .returning(*g)
+                )
+            ).first()
+            if row is None:
+                return None
+            await self._give_turn_back(
+                conn, generation.user_id, generation.queue_turn, generation.served_before
+            )
+            pause = None
+            if rate_limited:
+                state = (
+                    await conn.execute(select(queue_state).where(_STATE).with_for_update())
+                ).one()
+                now = self._now(None)
+                values: dict[str, Any] = {}
+                if generation.throttle_epoch == state.epoch:
+                    pause = (
+                        max(0.0, retry_after) if retry_after is not None else backoff(state.strikes)
+                    )
+                    values = {
+                        "live_limit": max(1, _limit(state.live_limit, max_concurrent) // 2),
+                        "epoch": s.epoch + 1,
+                        "strikes": s.strikes + 1,
+                    }
+                elif retry_after is not None:
+                    pause = max(0.0, retry_after)
+                if pause is not None:
+                    resume_at = now + timedelta(seconds=pause)
+                    if state.resume_at is None or state.resume_at < resume_at:
+                        values["resume_at"] = resume_at
+                if values:
+                    await conn.execute(update(queue_state).where(_STATE).values(values))
+        return Requeued(generation_record(row), pause)
+
+    async def fail_abandoned(self, generation: Generation, reason: str) -> bool:
+        """A job whose runner broke off without an outcome: failed, not left holding a slot."""
+        g = generations.c
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(generations)
+                .where(
+                    g.id == generation.id,
+                    g.status == GenerationStatus.RUNNING,
+                    g.claimed_by == generation.claimed_by,
+                )
+                .values(status=GenerationStatus.FAILED, error=reason, finished_at=self._now(None))
+            )
+        return result.rowcount > 0
+
+    # -- what cards, admission and operators read -----------------------------------------
+
+    async def member_active(self, user_id: int, conn: AsyncConnection | None = None) -> int:
+        """A member's jobs waiting or running, in every process (the per-member cap)."""
+        query = (
+            select(func.count())
+            .select_from(generations)
+            .where(
+                generations.c.user_id == user_id,
+                generations.c.status.in_([str(s) for s in UNFINISHED]),
+            )
+        )
+        if conn is not None:
+            return int((await conn.execute(query)).scalar_one())
+        async with self._engine.connect() as own:
+            return int((await own.execute(query)).scalar_one())
+
+    async def dispatch_order(self) -> list[int]:
+        """The waiting jobs' ids in the order claims would start them if nothing else came.
+
+        The claim's rule replayed with a heap: the member served least recently first, within
+        a member the oldest job; a member served goes after everyone served before.
+        """
+        g, m = generations.c, queue_members.c
+        query = (
+            select(g.id, g.user_id, m.last_served)
+            .select_from(generations.outerjoin(queue_members, m.user_id == g.user_id))
+            .where(g.status.in_([str(s) for s in WAITING]))
+            .order_by(g.id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            turn = await conn.execute(select(queue_state.c.turn).where(_STATE))
+            last_turn = int(turn.scalar_one())
+        waiting = [(row.id, row.user_id, row.last_served or 0) for row in rows]
+        return replay_order(waiting, last_turn)
+
+    async def depth(self) -> tuple[int, int]:
+        """Running and waiting jobs, whole bot."""
+        status = generations.c.status
+        query = (
+            select(status, func.count())
+            .where(status.in_([str(s) for s in UNFINISHED]))
+            .group_by(status)
+        )
+        async with self._engine.connect() as conn:
+            counts = {row[0]: int(row[1]) for row in await conn.execute(query)}
+        running = counts.get(GenerationStatus.RUNNING, 0)
+        return running, sum(counts.values()) - running
+
+    async def live_limit(self, max_concurrent: int) -> int:
+        async with self._engine.connect() as conn:
+            value = (await conn.execute(select(queue_state.c.live_limit).where(_STATE))).scalar()
+        return _limit(value, max_concurrent)
+
+    async def credit_hold(self) -> bool:
+        async with self._engine.connect() as conn:
+            held = (await conn.execute(select(queue_state.c.credit_hold).where(_STATE))).scalar()
+        return bool(held)
+
+    async def set_credit_hold(self, held: bool) -> bool:
+        """Hold or release every process's claims; False if it already was so."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(queue_state)
+                .where(_STATE, queue_state.c.credit_hold != held)
+                .values(credit_hold=held)
+            )
+        return result.rowcount > 0
+
+
+def _limit(live_limit: int | None, max_concurrent: int) -> int:
+    """The live cap: this process's setting, or less while the API is rate limiting us."""
+    return max_concurrent if live_limit is None else min(live_limit, max_concurrent)
+
+
+def replay_order(waiting: Sequence[tuple[int, int, int]], turn: int) -> list[int]:
+    """``waiting``: (job id, member, member's last turn) in id order -> job ids in start order."""
+    lines: dict[int, list[int]] = {}
+    last: dict[int, int] = {}
+    for job_id, user_id, last_served in waiting:
+        lines.setdefault(user_id, []).append(job_id)
+        last[user_id] = last_served
+    heap = [(last[uid], jobs[0], uid, 0) for uid, jobs in lines.items()]
+    heapq.heapify(heap)
+    order: list[int] = []
+    while heap:
+        _, _, uid, index = heapq.heappop(heap)
+        jobs = lines[uid]
+        order.append(jobs[index])
+        if index + 1 < len(jobs):
+            turn += 1  # served now: after everyone already served
+            heapq.heappush(heap, (turn, jobs[index + 1], uid, index + 1))
+    return order
+
+
+__all__ = [
+    "WAITING",
+    "Heartbeat",
+    "JobQueueRepository",
+    "NoClaim",
+    "Refusal",
+    "Requeued",
+    "replay_order",
+]
