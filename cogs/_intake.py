@@ -66,6 +66,10 @@ class ImageSource(Protocol):
     @property
     def id(self) -> int: ...
 
+    @property
+    def url(self) -> str:
+        """Where the picture is now (the job's reference until the card keeps a copy)."""
+
     async def read(self) -> bytes: ...
 
 
@@ -99,47 +103,72 @@ class Intake:
         model: str | None = None,
         more_images: Sequence[ImageSource] = (),
     ) -> None:
-        """Post the public job card as the answer, then take the picture in and queue the job.
+        """Store the job, post the public job card as the answer, then take the picture in
+        and queue the job.
 
+        The job is stored first (``intake``), so a process that dies after answering leaves a
+        job that fails plainly on its card rather than a card that waits forever.
         ``source``: the generation and image index the picture is a result of, for lineage.
         ``model``: the model to run (default ``AIMLAPI_MODEL``); ``more_images``: further
         references (``/edit``), re-hosted on the card after the first.
         """
-        callback = await interaction.response.send_message(
-            embed=render.pending_card_embed(parameters.prompt, interaction.user.id),
-            allowed_mentions=render.NO_MENTIONS,
+        accepting = NewGeneration(
+            parameters=parameters,
+            kind=kind,
+            model=model or self.bot.settings.aimlapi_model,
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id or 0,
+            reference_url=image.url,
+            source_id=source[0] if source else None,
+            source_image=source[1] if source else None,
         )
-        if callback.message_id is None:  # Discord always returns it for a message response
-            log.warning("interaction %s: no card id in callback", interaction.id)
-            return
-        card = self._card(interaction, callback.message_id)
-        # Posting the card counts as its first edit: status edits then coalesce for a second.
-        self.bot.generations.cards.note_edited(card.id)
         try:
-            async with self.intake:
-                generation = await self._start(
-                    interaction,
-                    card,
-                    parameters,
-                    image,
-                    kind=kind,
-                    source=source,
-                    model=model,
-                    more_images=more_images,
-                )
-        except UserFacingError as exc:
-            await self._turn_card_down(
-                card, parameters.prompt, interaction.user.id, exc.user_message
+            accepted = await self.bot.generations.accept(accepting)
+        except UserFacingError as exc:  # over a cap, a quota or a budget: nothing was stored
+            await reply(interaction, exc.user_message)
+            return
+        settled = False  # queued, or failed with its reason
+        try:
+            callback = await interaction.response.send_message(
+                embed=render.pending_card_embed(parameters.prompt, interaction.user.id),
+                allowed_mentions=render.NO_MENTIONS,
             )
-            return
-        except discord.Forbidden:
-            log.warning("card %s: a permission is missing in channel %s", card.id, card.channel.id)
-            names = access.missing_now(interaction.channel)
-            reason = access.refusal(names, card.channel.id) if names else render.MISSING_PERMISSION
-            await self._turn_card_down(card, parameters.prompt, interaction.user.id, reason)
-            return
+            if callback.message_id is None:  # Discord always returns it for a message response
+                log.warning("interaction %s: no card id in callback", interaction.id)
+                return
+            card = self._card(interaction, callback.message_id)
+            # Posting the card counts as its first edit: status edits then coalesce for a second.
+            self.bot.generations.cards.note_edited(card.id)
+            await self.bot.generations.set_card(
+                accepted.id, channel_id=card.channel.id, message_id=card.id
+            )
+            try:
+                async with self.intake:
+                    await self._start(interaction, card, accepting, accepted.id, image, more_images)
+                settled = True
+            except UserFacingError as exc:
+                reason = exc.user_message
+            except discord.Forbidden:
+                log.warning(
+                    "card %s: a permission is missing in channel %s", card.id, card.channel.id
+                )
+                names = access.missing_now(interaction.channel)
+                reason = (
+                    access.refusal(names, card.channel.id) if names else render.MISSING_PERMISSION
+                )
+            if not settled:  # the job fails with the card's words, then the card says them
+                await self.bot.generations.reject_accepted(accepted.id, reason)
+                settled = True
+                await self._turn_card_down(card, parameters.prompt, interaction.user.id, reason)
+                return
+        finally:
+            if not settled:  # cut off: the stored job ends here, never run
+                await asyncio.shield(
+                    self.bot.generations.reject_accepted(accepted.id, render.INTAKE_FAILED)
+                )
         log.info(
-            "generation %s: %s by %s", generation.id, render.KIND_NAMES[kind], interaction.user.id
+            "generation %s: %s by %s", accepted.id, render.KIND_NAMES[kind], interaction.user.id
         )
         if self.bot.generations.stopping:
             await reply(interaction, QUEUED_FOR_RESTART)
@@ -158,12 +187,9 @@ class Intake:
         self,
         interaction: Interaction,
         card: discord.PartialMessage,
-        parameters: GenerationParameters,
+        accepting: NewGeneration,
+        generation_id: int,
         image: ImageSource,
-        *,
-        kind: GenerationKind,
-        source: tuple[int, int] | None,
-        model: str | None = None,
         more_images: Sequence[ImageSource] = (),
     ) -> Generation:
         """After the card is up: the checks that need the bytes, then the queue at once.
@@ -171,6 +197,7 @@ class Intake:
         ``as_sent``: one attachment whose bytes needed no change, so the API may read the
         member's own file and the card's copy is made with its first status edit.
         """
+        parameters = accepting.parameters
         limit = own_upload_limit(interaction.guild)
         data = await self._download(image)
         reference = await self._prepare_reference(data, limit)
@@ -184,23 +211,20 @@ class Intake:
             reference_url, *extra_urls = await self._rehost(
                 card, [reference, *more], parameters.prompt, interaction.user.id
             )
-        new = NewGeneration(
-            parameters=parameters,
-            kind=kind,
-            model=model or self.bot.settings.aimlapi_model,
-            user_id=interaction.user.id,
-            guild_id=interaction.guild_id,
-            channel_id=card.channel.id,
-            thread_id=thread_id,
-            card_channel_id=card.channel.id,
-            card_message_id=card.id,
-            reference_url=reference_url,
-            extra_reference_urls=tuple(extra_urls),
-            upload_limit=limit,
-            source_id=source[0] if source else None,
-            source_image=source[1] if source else None,
+        taken_in = accepting.model_copy(
+            update={
+                "channel_id": card.channel.id,
+                "thread_id": thread_id,
+                "card_channel_id": card.channel.id,
+                "card_message_id": card.id,
+                "reference_url": reference_url,
+                "extra_reference_urls": tuple(extra_urls),
+                "upload_limit": limit,
+            }
         )
-        generation = (await self.bot.generations.submit(new)).generation
+        generation = (
+            await self.bot.generations.submit_accepted(generation_id, taken_in)
+        ).generation
         if as_sent:  # the card's first status edit also keeps the reference, for later jobs
             assert isinstance(image, discord.Attachment)
             rehosted = self.work.rehosting(card.id)

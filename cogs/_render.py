@@ -46,6 +46,8 @@ SHOWN: tuple[NumberSpec | ChoiceSpec, ...] = (
 )
 #: What a model the registry no longer lists is assumed to read.
 READS_UNKNOWN = ("prompt", "seed", "count")
+#: A job whose intake broke off for a reason nobody could name (logged).
+INTAKE_FAILED = "Something went wrong while reading your picture. Run the command again."
 MISSING_PERMISSION = (
     "I'm missing a permission here (Attach Files, Embed Links or Read Message History). "
     "Ask an admin to check my role, then try again."
@@ -128,6 +130,8 @@ def timestamp(moment: datetime) -> str:
 def status_line(generation: Generation, *, ahead: int | None = None) -> str:
     """One line for the card, from the generation's stored state."""
     match generation.status:
+        case GenerationStatus.INTAKE:
+            return "📥 Reading your image…"
         case GenerationStatus.QUEUED | GenerationStatus.INTERRUPTED:
             if ahead:
                 return f"⏳ Queued — {ahead} ahead of you"

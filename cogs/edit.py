@@ -96,9 +96,6 @@ class EditCog(commands.Cog):
             for option, picture in zip(OPTIONS, (image, image2, image3), strict=True):
                 if picture is not None:
                     check_picture(option, picture)
-            await self.bot.generations.admit(
-                interaction.user.id, interaction.guild_id, model=model, count=parameters.count
-            )
         except UserFacingError as exc:
             await reply(interaction, exc.user_message)
             return

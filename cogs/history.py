@@ -32,6 +32,7 @@ PROMPT_SHOWN = 90
 NOTHING_YET = "You haven't made any images yet. Start with /imagine."
 NOT_YOURS = "This list belongs to someone else. Use /history to see yours."
 MARKS = {
+    GenerationStatus.INTAKE: "⏳ ",
     GenerationStatus.QUEUED: "⏳ ",
     GenerationStatus.INTERRUPTED: "⏳ ",
     GenerationStatus.RUNNING: "🎨 ",

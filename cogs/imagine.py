@@ -73,12 +73,6 @@ class ImagineCog(commands.Cog):
             check_attachment_meta(
                 image.content_type, image.size, image.filename, max_bytes=MAX_REFERENCE_BYTES
             )
-            await self.bot.generations.admit(
-                interaction.user.id,
-                interaction.guild_id,
-                model=self.bot.settings.aimlapi_model,
-                count=parameters.count,
-            )
         except UserFacingError as exc:
             await reply(interaction, exc.user_message)
             return

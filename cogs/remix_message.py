@@ -121,6 +121,10 @@ class EmbeddedImage:
     def id(self) -> int:
         return self._message_id
 
+    @property
+    def url(self) -> str:
+        return self._url
+
     async def read(self) -> bytes:
         failed = ImageRejected(
             "I couldn't download that image. Try again, or attach the picture to /imagine.",
@@ -287,12 +291,6 @@ async def handle_form(
         else:
             assert found.proxy_url is not None
             image = EmbeddedImage(bot.http_session, found.proxy_url, message.id)
-        await bot.generations.admit(
-            interaction.user.id,
-            interaction.guild_id,
-            model=bot.settings.aimlapi_model,
-            count=parameters.count,
-        )
     except UserFacingError as exc:
         await reply(interaction, exc.user_message)
         return

@@ -80,6 +80,7 @@ OUTCOME_WORDS = {
     GenerationStatus.DONE: "done",
     GenerationStatus.FAILED: "failed",
     GenerationStatus.CANCELLED: "cancelled",
+    GenerationStatus.INTAKE: "waiting",
     GenerationStatus.QUEUED: "waiting",
     GenerationStatus.INTERRUPTED: "waiting",
     GenerationStatus.RUNNING: "running",

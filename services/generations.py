@@ -10,8 +10,9 @@ it loads; until one is attached the queue holds every job rather than run it wit
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,7 +20,8 @@ from services.aimlapi import AimlApiClient
 from services.card_updates import CardUpdater
 from services.clock import utc_now
 from services.costs import BudgetGuard, PriceList
-from services.jobs import JobQueue
+from services.errors import UserFacingError
+from services.jobs import INTAKE_LOST, JobQueue
 from services.metrics import Metrics, Outcome
 from services.model_registry import DEFAULT_MODEL
 from services.quotas import DailyQuotas
@@ -30,6 +32,13 @@ from services.worker import GenerationWorker, NoPublisher, Publisher
 log = logging.getLogger(__name__)
 
 RESUME_TOO_LATE = "The bot restarted and this job waited too long. Press Reroll to try again."
+
+
+class JobLost(UserFacingError):
+    """A job taken in that is no longer waiting to be queued (its process was taken for dead)."""
+
+    default_user_message = INTAKE_LOST
+
 
 #: Told of a job the API refused for want of credits, and of each job queued meanwhile.
 CreditListener = Callable[[Generation], Awaitable[None]]
@@ -74,6 +83,7 @@ class GenerationService:
         self._job_timeout = timedelta(seconds=job_timeout_seconds)
         self._now = now
         self._publisher: Publisher | None = None
+        self._admission = asyncio.Lock()
         self._resumed = False
         #: Job cards: every edit goes through one coalescing updater, so edits never race.
         self.cards = CardUpdater(self._edit_card, min_interval=card_edit_interval)
@@ -97,6 +107,7 @@ class GenerationService:
             poll_seconds=poll_seconds,
             description=description,
         )
+        self.queue.on_abandoned = self._abandoned
         self.metrics.watch_queue(self.depth)
 
     # -- the delivery side ----------------------------------------------------------------
@@ -146,7 +157,36 @@ class GenerationService:
         await self.budgets.check(user_id, guild_id, self.prices.estimate(model, count))
 
     async def submit(self, new: NewGeneration) -> Submitted:
-        """Admit, store and queue a job, and have its card show it.
+        """Admit, store and queue a job, and have its card show it."""
+        return await self._queued(await self._admitted(new))
+
+    async def accept(self, new: NewGeneration) -> Generation:
+        """Admit and store a job before its command is answered, while its picture is still
+        to be read (``intake``): no process runs it until ``submit_accepted``, and if this
+        process dies first the job fails plainly instead of vanishing."""
+        return await self._admitted(new, intake=True)
+
+    async def set_card(self, generation_id: int, *, channel_id: int, message_id: int) -> None:
+        """The card that answered the command: where an abandoned intake says so."""
+        await self._store.generations.set_card(
+            generation_id, channel_id=channel_id, message_id=message_id
+        )
+
+    async def submit_accepted(self, generation_id: int, taken_in: NewGeneration) -> Submitted:
+        """Queue a job taken in: its references, thread and card as ``taken_in`` says."""
+        generation = await self._store.generations.mark_queued(generation_id, taken_in)
+        if generation is None:
+            raise JobLost(detail=f"generation {generation_id} left intake meanwhile")
+        return await self._queued(generation)
+
+    async def reject_accepted(self, generation_id: int, reason: str) -> None:
+        """A job whose picture was refused (its card says why): failed, never run."""
+        failed = await self._store.generations.mark_failed(generation_id, reason)
+        if failed is not None:
+            self.metrics.job_ended(failed, Outcome.FAILED)
+
+    async def _admitted(self, new: NewGeneration, *, intake: bool = False) -> Generation:
+        """Store ``new`` if the member's cap, the quotas and the budgets let it in.
 
         The checks and the insert are one transaction that no other admission, in any process,
         interleaves with (``Store.admission``): two presses can't both take a member's last
@@ -154,12 +194,19 @@ class GenerationService:
         """
         estimate = self.prices.estimate(new.model, new.parameters.count)
         new = new.model_copy(update={"estimate_usd_nanos": estimate})
-        async with self._store.admission() as conn:
+        # One admission of this process at a time: each holds a connection while it waits for
+        # the database's admission lock, and its checks read on a second one, so a burst of
+        # commands waiting in the database would exhaust the pool and block the lock's holder.
+        async with self._admission, self._store.admission() as conn:
             await self.queue.check_admission(new.user_id, conn)
             await self._quotas.check(new.user_id, new.guild_id)
             if await self.budgets.applies(new.user_id, new.guild_id):
                 await self.budgets.check(new.user_id, new.guild_id, estimate, conn)
-            generation = await self._store.generations.create(new, conn=conn)
+            return await self._store.generations.create(
+                new, conn=conn, intake_by=self.queue.worker_id if intake else None
+            )
+
+    async def _queued(self, generation: Generation) -> Submitted:
         # Its place first: once the queue is told, this job may be claimed and done at once.
         ahead = await self.queue.jobs_ahead(generation.id)
         self.queue.notify()
@@ -167,6 +214,13 @@ class GenerationService:
         if self.credit_hold and self._credit_listener is not None:
             await self._credit_listener(generation)
         return Submitted(generation, ahead or 0)
+
+    async def _abandoned(self, generations: Sequence[Generation]) -> None:
+        """Jobs whose intake process fell silent: failed plainly, their cards told so."""
+        for generation in generations:
+            log.warning("generation %s: its intake was cut off; failed", generation.id)
+            self.metrics.job_ended(generation, Outcome.FAILED)
+            self.show_on_card(generation)
 
     async def cancel(self, generation: Generation, *, by: int) -> bool:
         """Cancel a waiting job; False if it already started (a paid call is never cancelled).
@@ -232,7 +286,7 @@ class GenerationService:
             return
         self._resumed = True
         try:
-            beat = await self._store.queue.heartbeat(self.queue.worker_id, lease=self.queue.lease)
+            beat = await self.queue.heartbeat()
             if beat.reaped:
                 log.warning("%d generations were interrupted mid-call; they run again", beat.reaped)
             cutoff = self._now() - self._job_timeout

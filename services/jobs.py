@@ -22,7 +22,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.backoff import equal_jitter
 from services.errors import UserFacingError
 from services.store import Generation
-from services.store.job_queue import JobQueueRepository, NoClaim, Refusal, Requeued
+from services.store.job_queue import Heartbeat, JobQueueRepository, NoClaim, Refusal, Requeued
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 30.0
 #: Told to a member whose job is accepted while the bot shuts down (DESIGN §7).
 QUEUED_FOR_RESTART = "⏳ Queued — the bot is restarting; your image will be made once it's back."
+#: Told when the process taking a job's picture in stopped before it was queued.
+INTAKE_LOST = "The bot restarted while it was reading your picture. Run the command again."
 #: Told when something unforeseen broke a job off.
 UNEXPECTED = "Something went wrong on our side. Press Reroll to retry."
 #: Claim durations kept for the benchmark's latency figures.
@@ -126,6 +128,8 @@ class JobQueue:
         #: Whole-bot figures as last read (metrics are sampled synchronously).
         self.waiting_count = 0
         self.credit_hold = False
+        #: Told of jobs that failed because the process taking them in fell silent.
+        self.on_abandoned: Callable[[Sequence[Generation]], Awaitable[None]] | None = None
         #: Seconds each claim transaction took (the benchmark's claim latency).
         self.claim_seconds: deque[float] = deque(maxlen=CLAIM_SAMPLES)
 
@@ -313,6 +317,16 @@ class JobQueue:
             self._running.pop(generation.id, None)
             self._slot_freed()
 
+    async def heartbeat(self) -> Heartbeat:
+        """Renew the lease; jobs of processes gone silent go back in line, or fail if they were
+        still being taken in (``on_abandoned`` is told, to show it on their cards)."""
+        beat = await self._repository.heartbeat(
+            self.worker_id, lease=self.lease, abandoned_reason=INTAKE_LOST
+        )
+        if beat.abandoned and self.on_abandoned is not None:
+            await self.on_abandoned(beat.abandoned)
+        return beat
+
     async def _heartbeat(self) -> None:
         """Renew this process's lease; put the jobs of processes gone silent back in line."""
         while not self._stopping:
@@ -320,7 +334,7 @@ class JobQueue:
             if not self._registered or self._stopping:
                 continue
             try:
-                beat = await self._repository.heartbeat(self.worker_id, lease=self.lease)
+                beat = await self.heartbeat()
                 self.waiting_count = (await self._repository.depth())[1]
             except Exception:
                 log.exception("queue heartbeat failed; trying again")

@@ -51,15 +51,18 @@ class GenerationRepository:
         *,
         created_at: datetime | None = None,
         conn: AsyncConnection | None = None,
+        intake_by: str | None = None,
     ) -> Generation:
         """Store an accepted job as ``queued``; its id is what the buttons will carry.
 
         ``conn``: inside a write transaction the caller holds (a budget check and this insert
-        as one step, see ``Store.admission``).
+        as one step, see ``Store.admission``). ``intake_by``: the process that answers the
+        command and reads its picture; the job is ``intake`` until ``mark_queued``.
         """
         values = new.model_dump(exclude={"parameters"}) | {
             "parameters": new.parameters,
-            "status": GenerationStatus.QUEUED,
+            "status": GenerationStatus.INTAKE if intake_by else GenerationStatus.QUEUED,
+            "claimed_by": intake_by,
             "created_at": self._now(created_at),
         }
         statement = generations.insert().values(values).returning(*generations.c)
@@ -74,6 +77,32 @@ class GenerationRepository:
                 select(generations).where(generations.c.id == generation_id)
             )
             return _record_or_none(result.first())
+
+    async def set_card(
+        self, generation_id: int, *, channel_id: int, message_id: int
+    ) -> Generation | None:
+        """The job card, posted as the command's answer after the job was stored."""
+        return await self._update(
+            generation_id,
+            (GenerationStatus.INTAKE,),
+            {"card_channel_id": channel_id, "card_message_id": message_id},
+        )
+
+    async def mark_queued(self, generation_id: int, taken_in: NewGeneration) -> Generation | None:
+        """Intake -> queued: its picture was read and checked; ``taken_in`` says where it went
+        (references, thread, card). ``None`` if it is no longer in intake."""
+        values = taken_in.model_dump(
+            include={
+                "channel_id",
+                "thread_id",
+                "card_channel_id",
+                "card_message_id",
+                "reference_url",
+                "extra_reference_urls",
+                "upload_limit",
+            }
+        ) | {"status": GenerationStatus.QUEUED, "claimed_by": None}
+        return await self._update(generation_id, (GenerationStatus.INTAKE,), values)
 
     async def set_reference_url(self, generation_id: int, url: str) -> Generation | None:
         """A freshly signed URL of the card's reference, for this job and the next ones."""

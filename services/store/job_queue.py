@@ -62,6 +62,8 @@ class Heartbeat:
     alive: bool
     #: Running jobs of processes taken for dead, put back in line by this heartbeat.
     reaped: int
+    #: Jobs those processes were still taking in (their pictures unread): failed plainly.
+    abandoned: tuple[Generation, ...] = ()
 
 
 class JobQueueRepository:
@@ -91,7 +93,9 @@ class JobQueueRepository:
                 .on_conflict_do_update(index_elements=[workers.c.id], set_={"heartbeat_at": now})
             )
 
-    async def heartbeat(self, worker_id: str, *, lease: timedelta) -> Heartbeat:
+    async def heartbeat(
+        self, worker_id: str, *, lease: timedelta, abandoned_reason: str = ""
+    ) -> Heartbeat:
         """Renew this process's lease, and put back in line every running job whose holder has
         no live lease: gone silent, never registered, or none (left by a version before the
         queue)."""
@@ -109,8 +113,18 @@ class JobQueueRepository:
                     generations.c.claimed_by.not_in(alive_ids),
                 ),
             )
+            abandoned = await conn.execute(
+                update(generations)
+                .where(
+                    generations.c.status == GenerationStatus.INTAKE,
+                    generations.c.claimed_by.not_in(alive_ids),
+                )
+                .values(status=GenerationStatus.FAILED, error=abandoned_reason, finished_at=now)
+                .returning(*generations.c)
+            )
+            lost = tuple(generation_record(row) for row in abandoned)
             await conn.execute(delete(workers).where(workers.c.heartbeat_at < cutoff))
-        return Heartbeat(alive=alive.rowcount > 0, reaped=len(reaped))
+        return Heartbeat(alive=alive.rowcount > 0, reaped=len(reaped), abandoned=lost)
 
     async def retire_worker(self, worker_id: str) -> list[int]:
         """At a stop: this process's running jobs go back in line at once, and its row goes.

@@ -37,6 +37,9 @@ class GenerationKind(StrEnum):
 
 
 class GenerationStatus(StrEnum):
+    #: Stored before the command is answered, while its picture is read and checked; no
+    #: process claims it until it is queued (or it fails, if that process dies meanwhile).
+    INTAKE = "intake"
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -47,7 +50,12 @@ class GenerationStatus(StrEnum):
 
 #: Jobs that still have to run (after a restart, in this order of priority: oldest first).
 UNFINISHED = frozenset(
-    {GenerationStatus.QUEUED, GenerationStatus.RUNNING, GenerationStatus.INTERRUPTED}
+    {
+        GenerationStatus.INTAKE,
+        GenerationStatus.QUEUED,
+        GenerationStatus.RUNNING,
+        GenerationStatus.INTERRUPTED,
+    }
 )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from services.store import GenerationStatus
 from tests import images
 from tests.cogs.test_buttons import first_result, press
 from tests.world import World
@@ -46,6 +47,12 @@ async def test_a_file_that_lies_becomes_a_plain_refusal_on_the_card(
     assert words in status(card)
     assert world.api.calls == 0 and world.discord.threads == {}
     assert world.discord.rejections == []
+    # Stored before the card was posted, and failed with the card's words: never run, and
+    # not counted against the member's quota or cap.
+    assert world.bot is not None
+    stored = await world.bot.store.generations.latest_for_card(int(card["id"]))
+    assert stored is not None and stored.status is GenerationStatus.FAILED
+    assert stored.error is not None and words in stored.error
 
 
 # -- what the interaction itself declares: a private answer before any card ----------------------

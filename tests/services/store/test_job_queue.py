@@ -204,3 +204,33 @@ async def test_member_active_counts_waiting_and_running_jobs(store: Store):
     assert await store.queue.member_active(7) == 2
     await store.generations.mark_failed(first, "no")
     assert await store.queue.member_active(7) == 1
+
+
+async def test_a_job_in_intake_is_never_claimed_and_fails_if_its_process_dies(
+    store: Store, clock: FakeClock
+):
+    await store.queue.register_worker("front", "shard 0")
+    taking_in = await store.generations.create(new(user_id=1), intake_by="front")
+    assert taking_in.status is GenerationStatus.INTAKE
+    assert await store.queue.member_active(1) == 1, "it counts against the member's cap"
+    assert await claim(store, "w2") == NoClaim(Refusal.EMPTY)
+    await store.generations.set_card(taking_in.id, channel_id=5, message_id=6)
+    clock.now += timedelta(minutes=1)  # "front" died while reading the picture
+    beat = await store.queue.heartbeat("w2", lease=timedelta(seconds=30), abandoned_reason="gone")
+    [lost] = beat.abandoned
+    assert (lost.id, lost.status, lost.error) == (taking_in.id, GenerationStatus.FAILED, "gone")
+    assert lost.card_message_id == 6, "its card can say so"
+    assert await store.generations.mark_queued(taking_in.id, new(user_id=1)) is None
+
+
+async def test_a_job_taken_in_is_queued_with_where_its_picture_went(store: Store):
+    taking_in = await store.generations.create(new(user_id=1), intake_by="w1")
+    taken_in = new(user_id=1, reference_url="https://cdn.example/card-copy.png", thread_id=77)
+    queued = await store.generations.mark_queued(taking_in.id, taken_in)
+    assert queued is not None and queued.status is GenerationStatus.QUEUED
+    assert (queued.reference_url, queued.thread_id, queued.claimed_by) == (
+        "https://cdn.example/card-copy.png",
+        77,
+        None,
+    )
+    assert await claimed_id(store) == taking_in.id
