@@ -71,7 +71,9 @@ def parse(argv: list[str] | None) -> Options:
         action="store_true",
         help="sample each process with py-spy into the log directory (pip install py-spy)",
     )
-    parser.add_argument("--quick", action="store_true", help="a ~45 s smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="a ~2.5 min smoke run (without D unless --phases)"
+    )
     args = parser.parse_args(argv)
     opts = Options(
         commands=args.commands,
@@ -103,6 +105,9 @@ def parse(argv: list[str] | None) -> Options:
         opts.leak_first, opts.leak_total = 100, 300
         opts.relay_jobs, opts.relay_rounds = min(opts.relay_jobs, 24), 1
         opts.scale_jobs = min(opts.scale_jobs, 100)
+        if args.phases == parser.get_default("phases"):
+            # D's pace is Discord's per-channel budget (over a minute per engine): asked for only.
+            opts.phases = opts.phases.replace("D", "")
     return opts
 
 
@@ -318,7 +323,11 @@ def rows_for(figures: list[Figures], tag: str = "") -> list[Row]:
                 f"{label} jobs/s / bound (cores ÷ CPU-s per job)",
                 f"{run['rate']:.1f} / {run['bound']:.1f} jobs/s",
             )
-            add("S", f"{label} jobs/s ÷ bound", f"{run['ratio']:.2f}", "≥ 0.9", _at_least(run))
+            # One process's event loop runs on one core: the bound is for several processes.
+            if count == "1":
+                add("S", f"{label} jobs/s ÷ bound", f"{run['ratio']:.2f}")
+            else:
+                add("S", f"{label} jobs/s ÷ bound", f"{run['ratio']:.2f}", "≥ 0.9", _at_least(run))
             add(
                 "S",
                 f"{label} CPU per job: bots + fakes + database",
@@ -339,8 +348,9 @@ def rows_for(figures: list[Figures], tag: str = "") -> list[Row]:
             )
             add(
                 "S",
-                f"{label} jobs / wall time; Discord 429s / other 4xx / failed",
-                f"{run['jobs']} / {run['elapsed']:.1f} s; {run['discord_429']} / "
+                f"{label} jobs / wall time (all answered at); 429s / other 4xx / failed",
+                f"{run['jobs']} / {run['elapsed']:.1f} s ({run['intake']:.1f} s); "
+                f"{run['discord_429']} / "
                 f"{run['discord_other_4xx']} / {run['failed']}"
                 + ("" if run["complete"] else " (INCOMPLETE)"),
             )

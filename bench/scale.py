@@ -92,6 +92,7 @@ class Run:
     jobs: int
     complete: bool
     elapsed: float
+    intake: float  # until every command was answered
     bot_cpu: float
     fakes_cpu: float
     db_cpu: float
@@ -109,6 +110,7 @@ class Run:
             "jobs": self.jobs,
             "complete": self.complete,
             "elapsed": self.elapsed,
+            "intake": self.intake,
             "rate": rate,
             "bot_cpu_per_job": self.bot_cpu / jobs,
             "fakes_cpu_per_job": self.fakes_cpu / jobs,
@@ -188,6 +190,7 @@ async def _measure(opts: Options, server: Server, bots: list[BotProcess]) -> Run
     for first in range(0, opts.scale_jobs, BATCH):
         batch = [await server.imagine(n) for n in range(first, min(first + BATCH, opts.scale_jobs))]
         await asyncio.gather(*(i.response(timeout=10) for i in batch), return_exceptions=True)
+    answered = time.monotonic()
     complete = await server.observed.wait_results(opts.scale_jobs, timeout=300)
     finished = max((r.done_at for r in server.observed.results), default=started)
     # What a job still does after its result (the card's last edit) is part of its cost.
@@ -203,6 +206,7 @@ async def _measure(opts: Options, server: Server, bots: list[BotProcess]) -> Run
         jobs=len(server.observed.results),
         complete=complete,
         elapsed=finished - started,
+        intake=answered - started,
         bot_cpu=after[0] - before[0],
         fakes_cpu=after[1] - before[1],
         db_cpu=after[2] - before[2],
