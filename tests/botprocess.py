@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import logging
 import os
@@ -418,10 +419,11 @@ class BotProcesses:
         self.started: list[BotProcess] = []
         #: Patterns of ERROR messages a test provokes on purpose.
         self.expected_errors: list[str] = []
+        self._numbers = itertools.count(1)
 
     async def start(self, name: str | None = None, **overrides: Any) -> BotProcess:
         """A new bot process with the world's settings and ``overrides``, once it is ready."""
-        name = name or f"bot{len(self.started) + 1}"
+        name = name or f"bot{next(self._numbers)}"  # taken at once: starts may overlap
         process = await BotProcess.start(
             self.world.discord.url,
             self.world.setting_values(**overrides),

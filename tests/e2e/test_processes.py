@@ -121,6 +121,13 @@ async def test_two_processes_start_at_once_on_an_empty_database_and_each_serves(
     async with await Store.open(fakes.database_url) as store, store.engine.connect() as conn:
         versions = (await conn.execute(text("SELECT version FROM schema_version"))).all()
     assert versions == [(SCHEMA_VERSION,)]
+    steps = [
+        int(step[1])
+        for bot in (first, second)
+        for line in bot.logs
+        if (step := re.match(r"database schema (\d+) -> \d+:", line.message))
+    ]
+    assert sorted(steps) == list(range(SCHEMA_VERSION)), "each step applied once, by either"
 
     # Until shards split the interactions, one gateway at a time may answer them.
     assert await second.stop() == 0
@@ -224,6 +231,7 @@ async def test_two_processes_share_one_concurrency_cap(fakes: World, bot_process
 async def test_a_process_killed_with_jobs_claimed_the_other_posts_each_once(
     fakes: World, bot_processes: BotProcesses
 ):
+    # With the database queue: also a lease short enough to run out within result_in's wait.
     bots, places = await _shards(fakes, bot_processes, max_concurrent_jobs=2)
     victim, survivor = bots
     guild, channel = places[0]  # the victim's shard
