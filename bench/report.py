@@ -320,8 +320,9 @@ def rows_for(figures: list[Figures], tag: str = "") -> list[Row]:
                 continue
             add(
                 "S",
-                f"{label} jobs/s / bound (cores ÷ CPU-s per job)",
-                f"{run['rate']:.1f} / {run['bound']:.1f} jobs/s",
+                f"{label} jobs/s / bound (cores ÷ CPU-s per job); cores busy",
+                f"{run['rate']:.1f} / {run['bound']:.1f} jobs/s; "
+                f"{run['cores_busy']:.2f} of {run['cores']}",
             )
             # One process's event loop runs on one core: the bound is for several processes.
             if count == "1":

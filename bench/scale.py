@@ -118,6 +118,9 @@ class Run:
             "cpu_per_job": cpu_per_job,
             "bound": bound,
             "ratio": rate / bound,
+            # Below ``cores`` while the run was CPU-bound: other processes had the rest.
+            "cores_busy": cpu_per_job * self.jobs / self.elapsed if self.elapsed > 0 else math.nan,
+            "cores": cores(),
             "claim_p50": pct(claims, 0.5) if claims else None,
             "claim_p99": pct(claims, 0.99) if claims else None,
             "claims": len(claims) if claims is not None else None,
