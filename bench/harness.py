@@ -13,7 +13,6 @@ import contextlib
 import functools
 import io
 import json
-import os
 import re
 import resource
 import shutil
@@ -28,9 +27,9 @@ from unittest import mock
 from aiohttp import web
 from PIL import Image
 
+from tests.botprocess import MODULE, BotProcess
 from tests.fakes.aimlapi import FakeAimlApi, responses
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeRequest
-from tests.fakes.discord.middleware import API
 from tests.world import API_KEY, TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,86 +146,37 @@ class Observed:
         return True
 
 
-class BotProcess:
-    """The bot (bench/botproc.py) or the relay (bench/relay.py) in a child process.
-
-    Spoken to over its stdin/stdout.
-    """
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.ready_rss_mb = 0.0
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def running(
-        cls,
-        port: int,
-        settings: dict[str, Any],
-        log: Path,
-        module: str = "bench.botproc",
-        profile: Path | None = None,
-        monitor: bool = True,
-    ) -> AsyncIterator[BotProcess]:
-        """``profile``: a file for py-spy's samples (collapsed stacks) of the ready process;
-        ``monitor``: whether the bot measures its event-loop lag (which costs CPU)."""
-        with log.open("ab") as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                module,
-                cwd=ROOT,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-            )
-        bot = cls(proc)
-        try:
-            config = {
-                "port": port,
-                "settings": settings,
-                "monitor": monitor,
-                # For the relay, which imports nothing of the bot or the fakes (its RSS is a floor).
-                "token": TOKEN,
-                "api_key": API_KEY,
-                "rest": f"http://127.0.0.1:{port}{API}",
-                "gateway": f"ws://127.0.0.1:{port}/gateway",
-            }
-            ready = await bot.ask(json.dumps(config), timeout=60)
-            if not ready.get("ready"):
-                raise RuntimeError(f"bot process did not start (see {log})")
-            bot.ready_rss_mb = ready["pid_rss"]["VmRSS"] / 1024
-            spy = await _py_spy(proc.pid, profile) if profile else None
-            yield bot
-            await bot.ask("stop", timeout=60)
-            if spy is not None:
-                await spy.wait()  # it writes its file once the process it samples is gone
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.stdin.close()  # type: ignore[union-attr]
-                try:
-                    await asyncio.wait_for(proc.wait(), 30)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-
-    async def ask(self, line: str, timeout: float = 30) -> dict[str, Any]:  # noqa: ASYNC109
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        await self.proc.stdin.drain()
-        answer = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        if not answer:
-            raise RuntimeError("bot process exited")
-        return json.loads(answer)
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the bot process so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+@contextlib.asynccontextmanager
+async def bot_process(
+    discord_url: str,
+    settings: dict[str, Any],
+    log: Path,
+    module: str = MODULE,
+    profile: Path | None = None,
+    monitor: bool = True,
+    name: str = "bot",
+) -> AsyncIterator[BotProcess]:
+    """The bot (tests/botprocess.py) or the relay (bench/relay.py) in a child process, stopped
+    through its protocol at the end. ``profile``: a file for py-spy's samples (collapsed
+    stacks) of the ready process; ``monitor``: whether it measures its event-loop lag (costs
+    CPU)."""
+    process = await BotProcess.start(
+        discord_url,
+        {"discord_token": TOKEN, "aimlapi_key": API_KEY, **settings},
+        name=name,
+        log_file=log,
+        module=module,
+        monitor=monitor,
+    )
+    try:
+        spy = await _py_spy(process.pid, profile) if profile else None
+        yield process
+        await process.close()
+        if spy is not None:
+            await spy.wait()  # it writes its file once the process it samples is gone
+    finally:
+        if process.returncode is None:
+            await process.kill()
 
 
 async def _py_spy(pid: int, output: Path) -> asyncio.subprocess.Process:

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import BotProcess, LoopLag, Result, Server, own_cpu_seconds
+from bench.harness import LoopLag, Result, Server, bot_process, own_cpu_seconds
+from tests.botprocess import MODULE, BotProcess
+from tests.postgres import PostgresServer
 
 
 @dataclass
@@ -51,7 +53,14 @@ class Options:
     busy_concurrency: int = 32
     #: Discord's per-channel budget for sends, edits and thread creation (commonly 5 per 5 s).
     busy_write_limit: tuple[int, float] = (5, 5.0)
-    database_url: str | None = None
+    #: Where each phase's fresh database lives: ``sqlite`` (a file) or ``postgresql`` (a new
+    #: database on ``postgres``, the run's throwaway server).
+    engine: str = "sqlite"
+    engines: tuple[str, ...] = ("sqlite", "postgresql")
+    postgres: PostgresServer | None = None
+    scale_jobs: int = 300
+    scale_latency: float = 0.05
+    scale_concurrency: int = 16
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fluxbot-bench-")))
 
 
@@ -72,11 +81,11 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
-def bot_settings(opts: Options, server: Server, *, concurrency: int, db: Path) -> dict[str, Any]:
+def bot_settings(opts: Options, server: Server, *, concurrency: int, db: str) -> dict[str, Any]:
     megapixels = max(1.0, math.ceil(opts.width * opts.height / 100_000) / 10)
     return {
         "aimlapi_base_url": server.api.base_url,
-        "database_url": opts.database_url or f"sqlite:///{db}",
+        "database_url": db,
         "max_concurrent_jobs": concurrency,
         "max_queued_per_user": 100,
         "max_input_megapixels": megapixels,
@@ -93,7 +102,7 @@ async def world(
     latency: float,
     concurrency: int,
     bucket_limit: int,
-    module: str = "bench.botproc",
+    module: str = MODULE,
     monitor: bool = True,
     members: int | None = None,
     channels: int | None = None,
@@ -109,14 +118,26 @@ async def world(
         bucket_window=opts.bucket_window,
         channel_write_limit=channel_write_limit,
     ) as server:
-        db = opts.log_dir / f"{name}.sqlite3"
-        settings = bot_settings(opts, server, concurrency=concurrency, db=db)
-        log = opts.log_dir / f"{name}.log"
-        profile = opts.log_dir / f"{name}.py-spy.txt" if opts.profile else None
-        async with BotProcess.running(
-            server.discord.port, settings, log, module, profile, monitor
-        ) as bot:
-            yield server, bot
+        name = f"{name}-{opts.engine}"
+        async with database(opts, name) as db:
+            settings = bot_settings(opts, server, concurrency=concurrency, db=db)
+            log = opts.log_dir / f"{name}.log"
+            profile = opts.log_dir / f"{name}.py-spy.txt" if opts.profile else None
+            async with bot_process(
+                server.discord.url, settings, log, module, profile, monitor
+            ) as bot:
+                yield server, bot
+
+
+@asynccontextmanager
+async def database(opts: Options, name: str) -> AsyncIterator[str]:
+    """A fresh database for one phase on ``opts.engine``: its ``DATABASE_URL``."""
+    if opts.engine == "sqlite":
+        yield f"sqlite:///{opts.log_dir / name}.sqlite3"
+        return
+    assert opts.postgres is not None, "the run starts its PostgreSQL server first"
+    async with opts.postgres.database() as url:
+        yield url
 
 
 class Rerolls:
@@ -369,7 +390,7 @@ async def leak(opts: Options, label: str = "C") -> Figures:
 
 
 #: The two processes of phase R: the bot, and the bare relay that is its floor.
-CONTENDERS = {"bot": "bench.botproc", "relay": "bench.relay"}
+CONTENDERS = {"bot": MODULE, "relay": "bench.relay"}
 #: After the last result, time for what a job still does (the bot's last card edits).
 SETTLE_SECONDS = 2.0
 

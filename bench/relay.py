@@ -8,7 +8,7 @@ re-hosted reference, no card edits. Run against the same kind of fakes in the sa
 denominators of the benchmark's ratios: milliseconds differ from machine to machine, the ratio
 to this floor measured minutes apart on the same machine does not (issue 10).
 
-Speaks bench/botproc.py's protocol: one JSON line of configuration on stdin, then one-line
+Speaks tests/botprocess.py's protocol: one JSON line of configuration on stdin, then one-line
 commands (``stats``, ``reset``, ``stop``), each answered with one JSON line on stdout.
 """
 
@@ -29,7 +29,7 @@ import discord.http
 import yarl
 from discord import app_commands
 
-from bench.procfs import proc_status, reset_peak_rss
+from tests.procfs import proc_status, reset_peak_rss
 
 MODEL = "flux/dev/image-to-image"  # the bot's default (DESIGN §2)
 
@@ -115,7 +115,7 @@ async def main() -> None:
         sys.stdout.write(json.dumps(payload) + "\n")
         sys.stdout.flush()
 
-    relay = Relay(config["settings"]["aimlapi_base_url"], config["api_key"])
+    relay = Relay(config["api_base"], config["api_key"])
     task = asyncio.create_task(relay.start(config["token"]))
     await asyncio.wait_for(relay.ready.wait(), 30)
     answer({"ready": True, "pid_rss": proc_status()})

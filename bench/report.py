@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import math
 import os
 import platform
 import time
 from collections.abc import Callable
+from typing import Any
 
 from bench import checks
 from bench.harness import photo_results
 from bench.phases import Figures, Options, burst, busy, leak, relay_comparison, throughput
+from bench.scale import scale
+from tests.postgres import PostgresServer, PostgresUnavailable
 
 Row = tuple[str, str, str, str, str]  # figure, value, target, verdict, phase
+ENGINES = ("sqlite", "postgresql")
+ENGINE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -46,14 +50,30 @@ def parse(argv: list[str] | None) -> Options:
         "--relay-rounds", type=int, default=4, help="bot/relay alternations they are split in (4)"
     )
     parser.add_argument(
-        "--phases", default="RABCD", help="which phases to run, in order (RABCD; see the legend)"
+        "--phases",
+        default="RABCDS",
+        help="which phases to run, in order (RABCDS; see the legend)",
+    )
+    parser.add_argument(
+        "--engines",
+        default="sqlite,postgresql",
+        help="databases to run every phase on, side by side (sqlite,postgresql); PostgreSQL "
+        "is a throwaway server of its own (tests/postgres.py)",
+    )
+    parser.add_argument(
+        "--scale-jobs", type=int, default=300, help="/imagine per run of phase S (300)"
+    )
+    parser.add_argument(
+        "--scale-latency", type=float, default=0.05, help="API latency in phase S, s (0.05)"
     )
     parser.add_argument(
         "--profile",
         action="store_true",
         help="sample each process with py-spy into the log directory (pip install py-spy)",
     )
-    parser.add_argument("--quick", action="store_true", help="a ~45 s smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="a ~2.5 min smoke run (without D unless --phases)"
+    )
     args = parser.parse_args(argv)
     opts = Options(
         commands=args.commands,
@@ -71,14 +91,23 @@ def parse(argv: list[str] | None) -> Options:
         relay_rounds=args.relay_rounds,
         phases=args.phases.upper(),
         profile=args.profile,
-        database_url=None,
+        engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()),
+        scale_jobs=args.scale_jobs,
+        scale_latency=args.scale_latency,
     )
+    unknown = set(opts.engines) - set(ENGINES)
+    if unknown or not opts.engines:
+        parser.error(f"--engines: choose among {', '.join(ENGINES)}")
     if args.quick:
         opts.commands, opts.members = min(opts.commands, 40), min(opts.members, 10)
         opts.rerolls = min(opts.rerolls, opts.members)
         opts.latency, opts.queued = min(opts.latency, 1.0), 100
         opts.leak_first, opts.leak_total = 100, 300
         opts.relay_jobs, opts.relay_rounds = min(opts.relay_jobs, 24), 1
+        opts.scale_jobs = min(opts.scale_jobs, 100)
+        if args.phases == parser.get_default("phases"):
+            # D's pace is Discord's per-channel budget (over a minute per engine): asked for only.
+            opts.phases = opts.phases.replace("D", "")
     return opts
 
 
@@ -100,7 +129,7 @@ def verdict(ok: bool | None) -> str:
     return "-" if ok is None else ("met" if ok else "MISSED")
 
 
-def rows_for(figures: list[Figures], tag: str) -> list[Row]:
+def rows_for(figures: list[Figures], tag: str = "") -> list[Row]:
     rows: list[Row] = []
     by = {f.name: f.values for f in figures}
 
@@ -280,17 +309,57 @@ def rows_for(figures: list[Figures], tag: str) -> list[Row]:
             f"{c['jobs']} / {c['elapsed']:.1f} s; {c['failed']}"
             + ("" if c["complete"] else " (INCOMPLETE)"),
         )
+    if s := by.get("S"):
+        for count in ("1", "2"):
+            run = s.get(count)
+            if run is None:
+                continue
+            label = f"{count} process{'es' if count != '1' else ''}:"
+            if "skipped" in run:
+                add("S", f"{label} jobs/s", f"skipped ({run['skipped']})")
+                continue
+            add(
+                "S",
+                f"{label} jobs/s / bound (cores ÷ CPU-s per job); cores busy",
+                f"{run['rate']:.1f} / {run['bound']:.1f} jobs/s; "
+                f"{run['cores_busy']:.2f} of {run['cores']}",
+            )
+            # One process's event loop runs on one core: the bound is for several processes.
+            if count == "1":
+                add("S", f"{label} jobs/s ÷ bound", f"{run['ratio']:.2f}")
+            else:
+                add("S", f"{label} jobs/s ÷ bound", f"{run['ratio']:.2f}", "≥ 0.9", _at_least(run))
+            add(
+                "S",
+                f"{label} CPU per job: bots + fakes + database",
+                f"{ms(run['bot_cpu_per_job'])} + {ms(run['fakes_cpu_per_job'])} + "
+                f"{ms(run['db_cpu_per_job'])}",
+            )
+            claims = (
+                "n/a (the queue has no claim_seconds)"
+                if run["claim_p99"] is None
+                else f"{ms(run['claim_p50'])} / {ms(run['claim_p99'])} ({run['claims']} claims)"
+            )
+            add(
+                "S",
+                f"{label} claim latency p50 / p99",
+                claims,
+                "p99 ≤ 20 ms",
+                None if run["claim_p99"] is None else (lambda r=run: r["claim_p99"] <= 0.02),
+            )
+            add(
+                "S",
+                f"{label} jobs / wall time (all answered at); 429s / other 4xx / failed",
+                f"{run['jobs']} / {run['elapsed']:.1f} s ({run['intake']:.1f} s); "
+                f"{run['discord_429']} / "
+                f"{run['discord_other_4xx']} / {run['failed']}"
+                + ("" if run["complete"] else " (INCOMPLETE)"),
+            )
     return rows
 
 
-def table(rows: list[Row]) -> str:
-    header: Row = ("figure", "value", "target", "verdict", "phase")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-    line = "  ".join("-" * w for w in widths)
-    out = [line, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), line]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    out.append(line)
-    return "\n".join(out)
+def _at_least(run: dict[str, Any]) -> Callable[[], bool]:
+    return lambda: run["ratio"] >= 0.9
 
 
 def machine() -> str:
@@ -307,48 +376,104 @@ def machine() -> str:
     )
 
 
-def postgres_skip_reason(url: str | None) -> str | None:
-    if not url:
-        return "DATABASE_URL is not set"
-    if not url.startswith(("postgresql", "postgres:")):
-        return "DATABASE_URL is not a postgresql:// URL"
-    if importlib.util.find_spec("asyncpg") is None:
-        return "asyncpg is not installed (pip install -e '.[postgres]')"
-    return None
+def side_by_side(per_engine: dict[str, list[Row]]) -> str:
+    """One line per figure, one value column (and verdict) per engine, targets once."""
+    engines = list(per_engine)
+    keys: list[tuple[str, str]] = []
+    cells: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+    targets: dict[tuple[str, str], str] = {}
+    for engine, rows in per_engine.items():
+        for name, value, target, ok, phase in rows:
+            key = (phase, name)
+            if key not in cells:
+                keys.append(key)
+                cells[key] = {}
+            cells[key][engine] = (value, ok)
+            targets[key] = targets.get(key) or target
+    header = ["figure"]
+    for engine in engines:
+        header += [ENGINE_NAMES.get(engine, engine), "verdict"]
+    header += ["target", "phase"]
+    lines = []
+    for key in keys:
+        line = [key[1]]
+        for engine in engines:
+            value, ok = cells[key].get(engine, ("", ""))
+            line += [value, ok]
+        line += [targets[key], key[0]]
+        lines.append(line)
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    rule = "  ".join("-" * w for w in widths)
+    out = [rule, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), rule]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
+    out.append(rule)
+    return "\n".join(out)
+
+
+def engine_ratio_row(per_engine: dict[str, list[Figures]]) -> Row | None:
+    """Bot CPU per job on PostgreSQL over SQLite, one process each (phase S)."""
+    sqlite = next((f for f in per_engine.get("sqlite", []) if f.name == "S"), None)
+    postgres = next((f for f in per_engine.get("postgresql", []) if f.name == "S"), None)
+    if sqlite is None or postgres is None:
+        return None
+    lite, pg = sqlite.values["1"]["bot_cpu_per_job"], postgres.values["1"]["bot_cpu_per_job"]
+    return (
+        "bot CPU per job, 1 process: PostgreSQL / SQLite",
+        ratio(pg, lite, ms),
+        "≤ 1.25×",
+        verdict(pg <= 1.25 * lite),
+        "S",
+    )
 
 
 async def run(opts: Options) -> str:
     started, load_before = time.monotonic(), os.getloadavg()[0]
-    sections: list[tuple[str, list[Figures]]] = []
-    phases = {"R": relay_comparison, "A": burst, "B": throughput, "C": leak, "D": busy}
-    with photo_results():
-        sqlite = [await phases[name](opts) for name in opts.phases if name in phases]
-        sections.append(("SQLite", sqlite))
-        url = os.environ.get("DATABASE_URL")
-        skip = postgres_skip_reason(url)
-        if skip is None:
-            opts.database_url = url
-            again = [await phases[name](opts) for name in opts.phases if name in "AB"]
-            sections.append(("PostgreSQL", again))
-    rows: list[Row] = []
-    for name, figures in sections:
-        rows += rows_for(figures, "" if name == "SQLite" else "-pg")
-    if skip is not None:
-        rows.append(("PostgreSQL figures", "skipped", "", "-", f"({skip})"))
-    legend = "\n".join(f"  {f.name}: {f.settings}" for f in sections[0][1])
-    if len(sections) > 1:
-        legend += "\n  A-pg, B-pg: the same on PostgreSQL (DATABASE_URL)"
+    phases = {
+        "R": relay_comparison,
+        "A": burst,
+        "B": throughput,
+        "C": leak,
+        "D": busy,
+        "S": scale,
+    }
+    figures: dict[str, list[Figures]] = {}
+    notes: list[str] = []
+    engines = list(opts.engines)
+    if "postgresql" in engines:
+        try:
+            opts.postgres = PostgresServer.start()
+        except PostgresUnavailable as exc:
+            engines.remove("postgresql")
+            notes.append(f"PostgreSQL skipped: {str(exc).splitlines()[0]}")
+    try:
+        with photo_results():
+            for engine in engines:
+                opts.engine = engine
+                figures[engine] = [await phases[n](opts) for n in opts.phases if n in phases]
+    finally:
+        if opts.postgres is not None:
+            opts.postgres.stop()
+    rows = {engine: rows_for(found) for engine, found in figures.items()}
+    if (row := engine_ratio_row(figures)) is not None and "postgresql" in rows:
+        rows["postgresql"].append(row)
+    first = next(iter(figures.values()), [])
+    legend = "\n".join(f"  {f.name}: {f.settings}" for f in first)
     return (
         f"fluxbot benchmark — {machine()}\n"
         # Other processes on the machine weigh on the bot (more threads, more hops) more than
         # on the relay: the ratios are comparable between runs on quiet machines.
         f"load average (1 min) {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at the end "
         f"of the phases\n"
-        f"{table(rows)}\nPhases (each with fresh fakes, database and bot process):\n{legend}\n"
+        f"{side_by_side(rows)}\n"
+        + "".join(f"{note}\n" for note in notes)
+        + "Phases (each with fresh fakes, database and bot process; every engine alike):\n"
+        f"{legend}\n"
         "Bot overhead = the fake API's answer to the fake Discord accepting the result message "
         "(download, checks, upload, database).\n"
         "R's ratios are the targets: milliseconds depend on the machine, the ratio to a bare relay "
         "measured in the same run on the same machine much less.\n"
+        "S: bound = cores / CPU seconds per job (bot processes, fakes and PostgreSQL together, "
+        "from /proc); claim latency from the bot's queue (claim_seconds) where it measures it.\n"
         "What each check on a picture costs (bench/checks.py; CPU per call, median of 15):\n"
         f"{checks.table(checks.costs(opts.width, opts.height))}\n"
         f"Bot logs: {opts.log_dir}   total run time {time.monotonic() - started:.0f} s"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.botprocess import BotProcesses
 from tests.fakes.aimlapi import FakeAimlApi
 from tests.fakes.discord import FakeDiscord
 from tests.postgres import PostgresServer, PostgresUnavailable
@@ -80,3 +81,26 @@ async def world(database_url: str) -> AsyncIterator[World]:
                 yield world
             finally:
                 await world.stop_bot()
+
+
+@pytest.fixture
+async def fakes(database_url: str) -> AsyncIterator[World]:
+    """Both fakes and a database, and no bot in this process: for bots in child processes."""
+    async with FakeAimlApi(api_key=API_KEY) as api, FakeDiscord(token=TOKEN) as discord:
+        yield World(discord, api, database_url)
+
+
+@pytest.fixture
+async def bot_processes(
+    request: pytest.FixtureRequest, fakes: World, tmp_path: Path
+) -> AsyncIterator[BotProcesses]:
+    """Starts bots in child processes (tests/botprocess.py) on ``fakes``; an ERROR one of them
+    logs fails the test, as one logged here does. An xfail test checks that itself (a failure
+    here would be an error, not the expected failure)."""
+    processes = BotProcesses(fakes, tmp_path)
+    try:
+        yield processes
+    finally:
+        errors = await processes.close()
+    if errors and request.node.get_closest_marker("xfail") is None:
+        pytest.fail("ERROR logged by a bot process:\n" + "\n".join(errors), pytrace=False)

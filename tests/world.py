@@ -53,6 +53,10 @@ class World:
         self._task: asyncio.Task[None] | None = None
 
     def settings(self, **overrides: Any) -> Settings:
+        return Settings(_env_file=None, **self.setting_values(**overrides))  # type: ignore[call-arg]
+
+    def setting_values(self, **overrides: Any) -> dict[str, Any]:
+        """The bot's settings here by name, for this process or a child's environment."""
         values: dict[str, Any] = {
             "discord_token": TOKEN,
             "aimlapi_key": API_KEY,
@@ -63,7 +67,7 @@ class World:
             "card_edit_interval_seconds": 0.1,
         }
         values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        return values
 
     async def start_bot(self, **overrides: Any) -> FluxBot:
         bot = create_bot(self.settings(**overrides), guild_ready_timeout=0.05)

@@ -1,7 +1,8 @@
 """What Linux's /proc says about this process: its RSS now and at its peak.
 
-Shared by the two processes a benchmark measures (bench/botproc.py, bench/relay.py), which
-must not import each other: the relay's memory would then include the bot's modules.
+Shared by the bot in a child process (tests/botprocess.py) and the benchmark's bare relay
+(bench/relay.py), which must not import each other: the relay's memory would then include the
+bot's modules.
 """
 
 from __future__ import annotations
