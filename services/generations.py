@@ -286,9 +286,7 @@ class GenerationService:
             return
         self._resumed = True
         try:
-            beat = await self.queue.heartbeat()
-            if beat.reaped:
-                log.warning("%d generations were interrupted mid-call; they run again", beat.reaped)
+            await self.queue.heartbeat()
             cutoff = self._now() - self._job_timeout
             resumed = 0
             for generation in await self._store.generations.unfinished():

@@ -323,6 +323,13 @@ class JobQueue:
         beat = await self._repository.heartbeat(
             self.worker_id, lease=self.lease, abandoned_reason=INTAKE_LOST
         )
+        if beat.reaped:
+            log.warning(
+                "%d generations were interrupted mid-call (their process stopped answering); "
+                "they run again",
+                beat.reaped,
+            )
+            self.notify()
         if beat.abandoned and self.on_abandoned is not None:
             await self.on_abandoned(beat.abandoned)
         return beat
@@ -342,8 +349,3 @@ class JobQueue:
             if not beat.alive:
                 log.warning("this process was taken for dead (its heartbeat was late): rejoining")
                 await self._repository.register_worker(self.worker_id, self._description)
-            if beat.reaped:
-                log.warning(
-                    "%d jobs of a process that stopped answering go back in line", beat.reaped
-                )
-                self.notify()

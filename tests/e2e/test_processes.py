@@ -96,15 +96,16 @@ async def test_sigterm_mid_job_then_a_new_process_posts_the_image_once(
 async def test_sigkill_mid_job_then_a_new_process_posts_the_image_once(
     fakes: World, bot_processes: BotProcesses
 ):
-    first = await bot_processes.start(max_concurrent_jobs=1)
+    first = await bot_processes.start(max_concurrent_jobs=1, job_lease_seconds=2)
     fakes.api.latency = 30
     card_id = await fakes.card_of(await fakes.imagine("the process dies under it"))
     await fakes.api.wait_for_calls(1, timeout=15)
 
     assert await first.kill() == -9
     fakes.api.latency = 0.01
-    second = await bot_processes.start(max_concurrent_jobs=1)
-    await second.wait_for_log(r"generations were interrupted mid-call; they run again")
+    second = await bot_processes.start(max_concurrent_jobs=1, job_lease_seconds=2)
+    # Once the dead process's lease has run out (2 s), not before: it might only be slow.
+    await second.wait_for_log(r"generations were interrupted mid-call")
     await second.wait_for_log(JOB_DONE)
     assert await second.stop() == 0
 
@@ -232,7 +233,7 @@ async def test_a_process_killed_with_jobs_claimed_the_other_posts_each_once(
     fakes: World, bot_processes: BotProcesses
 ):
     # With the database queue: also a lease short enough to run out within result_in's wait.
-    bots, places = await _shards(fakes, bot_processes, max_concurrent_jobs=2)
+    bots, places = await _shards(fakes, bot_processes, max_concurrent_jobs=2, job_lease_seconds=2)
     victim, survivor = bots
     guild, channel = places[0]  # the victim's shard
     members = [fakes.discord.add_member(guild, f"m{n}") for n in range(3)]
