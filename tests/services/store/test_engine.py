@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from services.store import SCHEMA_VERSION, Store, current_version, normalise_database_url
+from services.store.engine import make_engine
 
 
 @pytest.mark.parametrize(
@@ -50,3 +54,35 @@ async def test_open_creates_parent_dir_and_configures_sqlite(
             assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
             assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 5000
         assert await current_version(store.engine) == SCHEMA_VERSION
+
+
+async def test_a_sqlite_statement_is_one_trip_to_the_drivers_thread(tmp_path: Path) -> None:
+    """Rows, RETURNING, executemany and driver errors as SQLAlchemy expects them, each
+    statement in one call on aiosqlite's thread (issue 10)."""
+    engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)"))
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            trips = 0
+            execute = driver._execute
+
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                nonlocal trips
+                trips += 1
+                return await execute(*args, **kwargs)
+
+            driver._execute = counted  # type: ignore[method-assign]  # counting its calls
+            await conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "a"}, {"v": "b"}])
+            returned = await conn.execute(text("UPDATE t SET v = 'c' WHERE v = 'b' RETURNING id"))
+            assert returned.scalar_one() == 2
+            rows = (await conn.execute(text("SELECT id, v FROM t ORDER BY id"))).all()
+            assert [tuple(row) for row in rows] == [(1, "a"), (2, "c")]
+            assert trips == 3
+            with pytest.raises(IntegrityError):
+                await conn.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            driver._execute = execute  # type: ignore[method-assign]
+    finally:
+        await engine.dispose()
