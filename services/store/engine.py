@@ -93,7 +93,11 @@ def make_engine(url: str) -> AsyncEngine:
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn: Connection) -> None:
             mode = conn.get_execution_options().get("fluxbot_begin", "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            driver: Any = conn.connection.dbapi_connection
+            if isinstance(driver, OneHopConnection):
+                driver.begin_with_next_statement(f"BEGIN {mode}")
+            else:
+                conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 
@@ -132,14 +136,15 @@ class OneHopCursor:
         self._run(_execute_on_thread, operation, seq_of_parameters, True)
 
     def _run(self, function: Callable[..., Any], *args: Any) -> None:
-        # aiosqlite's own queue to its thread (untyped, and private as SQLAlchemy's use of it is).
-        driver: Any = self._adapt_connection._connection
+        adapted = self._adapt_connection
+        begin, adapted._pending_begin = adapted._pending_begin, None
         try:
-            rows, self.description, self.rowcount, self.lastrowid = await_only(
-                driver._execute(function, driver._conn, *args)
+            rows, self.description, self.rowcount, self.lastrowid, adapted._in_transaction = (
+                await_only(adapted._on_thread(function, begin, *args))
             )
         except Exception as error:
-            self._adapt_connection._handle_exception(error)
+            adapted._in_transaction = True  # unknown after a failure: let rollback go through
+            adapted._handle_exception(error)
         self._rows = collections.deque(rows)
 
     def fetchone(self) -> Any:
@@ -169,8 +174,10 @@ class OneHopCursor:
 
 
 def _execute_on_thread(
-    conn: sqlite3.Connection, operation: str, parameters: Any, many: bool
-) -> tuple[list[Any], Any, int, int | None]:
+    conn: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool
+) -> tuple[list[Any], Any, int, int | None, bool]:
+    if begin is not None:
+        conn.execute(begin)
     cursor = conn.cursor()
     try:
         if many:
@@ -180,18 +187,55 @@ def _execute_on_thread(
         else:
             cursor.execute(operation, parameters)
         rows = cursor.fetchall() if cursor.description else []
-        return rows, cursor.description, cursor.rowcount, cursor.lastrowid
+        return rows, cursor.description, cursor.rowcount, cursor.lastrowid, conn.in_transaction
     finally:
         cursor.close()
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    """The connection behind :class:`OneHopCursor`; it also saves the trips of ``BEGIN``
+    (sent with the transaction's first statement) and of a commit or rollback with nothing to
+    end (a transaction with no statement, or none open)."""
+
+    __slots__ = ("_in_transaction", "_pending_begin")
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._pending_begin: str | None = None
+        self._in_transaction = True  # until a statement says otherwise
+
+    def begin_with_next_statement(self, begin: str) -> None:
+        self._pending_begin = begin
+
+    def _on_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        # aiosqlite's own queue to its thread (untyped, and private as SQLAlchemy's use of it is).
+        driver: Any = self._connection
+        return driver._execute(function, driver._conn, *args)
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
+            self._flush_begin()
+            self._in_transaction = True
             return super().cursor(server_side=True)
         return OneHopCursor(self)
+
+    def _flush_begin(self) -> None:
+        if self._pending_begin is not None:
+            OneHopCursor(self).execute("SELECT 1")  # sends the BEGIN with it
+
+    def commit(self) -> None:
+        self._end(super().commit)
+
+    def rollback(self) -> None:
+        self._end(super().rollback)
+
+    def _end(self, end: Callable[[], None]) -> None:
+        if self._pending_begin is not None:  # BEGIN never sent: nothing to end
+            self._pending_begin = None
+            return
+        if self._in_transaction:
+            end()
+            self._in_transaction = False
 
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
