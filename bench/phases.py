@@ -225,7 +225,11 @@ def overhead_figures(server: Server, results: list[Result]) -> dict[str, Any]:
 
 def discord_figures(server: Server) -> dict[str, Any]:
     rejections = server.discord.rejections
+    writes = [r for r in server.discord.requests if r.method in ("POST", "PATCH")]
     return {
+        "discord_edits": sum(1 for r in writes if r.method == "PATCH"),
+        "discord_posts": sum(1 for r in writes if r.method == "POST"),
+        "discord_upload_bytes": sum(size for r in writes for _, size in r.files),
         "discord_429": sum(1 for r in rejections if r.get("status") == 429),
         "discord_other_4xx": sum(1 for r in rejections if r.get("status") != 429),
         "failed": sum(1 for r in server.observed.results if r.failed),

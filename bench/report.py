@@ -175,6 +175,16 @@ def rows_for(figures: list[Figures], tag: str = "") -> list[Row]:
                 for side in (bot, relay)
             ),
         )
+        add(
+            "R",
+            "per job: Discord edits; posts; MB uploaded: bot / relay",
+            " / ".join(
+                f"{side['discord_edits'] / jobs:.2f}; {side['discord_posts'] / jobs:.2f}; "
+                f"{side['discord_upload_bytes'] / jobs / 1e6:.2f}"
+                for side in (bot, relay)
+                if (jobs := max(1, side["jobs"]))
+            ),
+        )
     if a := by.get("A"):
         add("A", "interaction ack p50", ms(a["ack_p50"]))
         add("A", "interaction ack p99", ms(a["ack_p99"]), "≤ 50 ms", lambda: a["ack_p99"] <= 0.05)

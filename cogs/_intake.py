@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 #: Largest reference attachment we download; it is scaled down to MAX_INPUT_MEGAPIXELS anyway.
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
 INTAKE_CONCURRENCY = 4
+#: Member's files kept in memory, at most, until the card's copy is made from them: a second
+#: download of a 1.5 MB file costs about as much CPU as the upload itself (issue 10). Beyond it
+#: (a burst whose card edits wait on a busy channel) the file is read again when its edit runs.
+HELD_REFERENCE_BYTES = 16 * 1024 * 1024
 
 
 def own_upload_limit(guild: discord.Guild | None) -> int:
@@ -91,6 +95,8 @@ class Intake:
         #: turn after its card is up, so answering interactions never competes with image work.
         self.intake = asyncio.Semaphore(INTAKE_CONCURRENCY)
         self.work = card_work(bot)
+        #: Bytes of member's files held for their card's copy (``HELD_REFERENCE_BYTES``).
+        self.held_bytes = 0
 
     async def answer_with_card(
         self,
@@ -229,7 +235,10 @@ class Intake:
             assert isinstance(image, discord.Attachment)
             rehosted = self.work.rehosting(card.id)
             filename = f"{render.reference_stem(0)}.{reference.filename.rpartition('.')[2]}"
-            edit = functools.partial(self._rehost_with_status, card, image, filename, rehosted)
+            held = self._hold(data)
+            edit = functools.partial(
+                self._rehost_with_status, card, image, filename, rehosted, held
+            )
             self.bot.generations.cards.request(card.id, edit=edit)
         return generation
 
@@ -303,18 +312,31 @@ class Intake:
         by_name = {attachment.filename: attachment.url for attachment in edited.attachments}
         return [by_name[name] for name in names]
 
+    def _hold(self, data: bytes) -> HeldFile:
+        """``data`` kept for the card's copy if within ``HELD_REFERENCE_BYTES``, else not."""
+        if self.held_bytes + len(data) > HELD_REFERENCE_BYTES:
+            return HeldFile(None)
+        held = HeldFile(data)
+        self.held_bytes += len(data)
+        weakref.finalize(held, self._release, len(data))  # also if the edit is never run
+        return held
+
+    def _release(self, size: int) -> None:
+        self.held_bytes -= size
+
     async def _rehost_with_status(
         self,
         card: discord.PartialMessage,
         image: discord.Attachment,
         filename: str,
         rehosted: asyncio.Future[str | None],
+        held: HeldFile,
     ) -> None:
         """The card's first status edit, which also attaches the reference (one edit, not two).
 
-        The reference is the member's file unchanged, so it is read again here rather than
-        held in memory while a busy channel's edits queue. If this fails, the job goes on with
-        the member's own URL, and so do later jobs while that URL lives (about a day); the card
+        The reference is the member's file unchanged: the bytes read at intake when they were
+        held (``_hold``), else read again here. If this fails, the job goes on with the
+        member's own URL, and so do later jobs while that URL lives (about a day); the card
         still gets its status.
         """
         try:
@@ -323,7 +345,8 @@ class Intake:
                 return
             fields = await card_fields(self.bot, generation)
             async with self.work.one_at_a_time(card.channel.id, "edits"):
-                data = await image.read()
+                data = held.data if held.data is not None else await image.read()
+                held.data = None
                 with uploads([(data, filename, False)]) as files:
                     edited = await card.edit(attachments=files, **fields)
             rehosted.set_result(edited.attachments[0].url)
@@ -368,6 +391,15 @@ class Intake:
             )
             return False
         return True
+
+
+class HeldFile:
+    """A member's file kept for its card's copy (a holder, so its release can be watched)."""
+
+    __slots__ = ("__weakref__", "data")
+
+    def __init__(self, data: bytes | None) -> None:
+        self.data = data
 
 
 def fit_reference(reference: PreparedImage, *, limit: int) -> PreparedImage:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
+import discord
 import pytest
 from PIL import Image
 
@@ -397,3 +399,37 @@ async def test_attach_files_taken_away_mid_job_is_told_in_the_thread(world: Worl
 
     assert "Attach Files" in failure["content"] and failure["components"]
     await world.card_status(card_id, "❌ Failed")
+
+
+async def test_a_file_used_as_sent_is_read_once_and_its_card_edited_at_most_twice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+):
+    """The card's copy of the reference is made from the bytes read at intake (no second
+    download), in the card's first status edit; a second edit at most shows the result."""
+    reads: list[str] = []
+    read = discord.Attachment.read
+
+    async def counted(self: discord.Attachment, **kwargs: Any) -> bytes:
+        reads.append(self.filename)
+        return await read(self, **kwargs)
+
+    monkeypatch.setattr(discord.Attachment, "read", counted)
+    sent = images.png(64, 48)
+    interaction = await world.imagine(attachment=world.upload(sent))
+    await interaction.response()
+    card_id = int(interaction.original_message["id"])
+    await world.result_in(card_id)
+    card = await world.card_status(card_id, "✅ Done")
+    assert world.bot is not None
+    await world.bot.generations.cards.flush()
+
+    assert reads == ["cat.png"]
+    [copy] = card["attachments"]
+    assert world.discord.attachment_bytes(copy) == sent
+    edits = [
+        r
+        for r in world.discord.requests
+        if r.method == "PATCH" and r.path.endswith(f"/messages/{card_id}")
+    ]
+    # A fast API: the first edit (a second after the card) may already show the result.
+    assert 1 <= len(edits) <= 2 and edits[0].files and not any(e.files for e in edits[1:])

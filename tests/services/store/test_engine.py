@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.store import SCHEMA_VERSION, Store, current_version, normalise_database_url
+from services.store.engine import make_engine
 
 
 @pytest.mark.parametrize(
@@ -50,3 +54,78 @@ async def test_open_creates_parent_dir_and_configures_sqlite(
             assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
             assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 5000
         assert await current_version(store.engine) == SCHEMA_VERSION
+
+
+async def test_a_sqlite_statement_is_one_trip_to_the_drivers_thread(tmp_path: Path) -> None:
+    """Rows, RETURNING, executemany and driver errors as SQLAlchemy expects them, each
+    statement in one call on aiosqlite's thread (issue 10)."""
+    engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)"))
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            trips = 0
+            execute = driver._execute
+
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                nonlocal trips
+                trips += 1
+                return await execute(*args, **kwargs)
+
+            driver._execute = counted  # type: ignore[method-assign]  # counting its calls
+            await conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "a"}, {"v": "b"}])
+            returned = await conn.execute(text("UPDATE t SET v = 'c' WHERE v = 'b' RETURNING id"))
+            assert returned.scalar_one() == 2
+            rows = (await conn.execute(text("SELECT id, v FROM t ORDER BY id"))).all()
+            assert [tuple(row) for row in rows] == [(1, "a"), (2, "c")]
+            assert trips == 3
+            with pytest.raises(IntegrityError):
+                await conn.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            driver._execute = execute  # type: ignore[method-assign]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_sqlite_transaction_sends_begin_with_its_first_statement(tmp_path: Path) -> None:
+    """BEGIN rides with the first statement, a transaction with none sends nothing, and
+    only an open transaction is committed or rolled back (issue 10): a write is two trips."""
+    engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
+    other = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        trips: list[str] = []
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            execute = driver._execute
+
+            async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
+                trips.append(getattr(function, "__name__", str(function)))
+                return await execute(function, *args, **kwargs)
+
+            driver._execute = counted  # type: ignore[method-assign]  # counting its calls
+            await conn.commit()  # nothing began: nothing sent
+            assert trips == []
+            writer = await conn.execution_options(fluxbot_begin="IMMEDIATE")
+            async with writer.begin():
+                await writer.execute(text("INSERT INTO t VALUES (1)"))
+                # BEGIN IMMEDIATE went with the insert: another writer waits for this one.
+                async with other.connect() as blocked:
+                    await blocked.exec_driver_sql("PRAGMA busy_timeout=0")
+                    await blocked.commit()
+                    second = await blocked.execution_options(fluxbot_begin="IMMEDIATE")
+                    with pytest.raises(OperationalError, match="database is locked"):
+                        async with second.begin():
+                            await second.execute(text("SELECT 1"))
+            assert trips == ["_execute_on_thread", "commit"]
+            assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
+            await conn.rollback()
+            assert trips[2:] == ["_execute_on_thread", "rollback"]
+            driver._execute = execute  # type: ignore[method-assign]
+    finally:
+        await other.dispose()
+        await engine.dispose()
