@@ -48,6 +48,17 @@ EXTENSIONS_DIR = Path(__file__).resolve().parent / "cogs"
 WORKER_EXTENSIONS = frozenset({"cogs.delivery", "cogs.stats"})
 #: Discord allows ``max_concurrency`` IDENTIFYs per this many seconds (one per rate-limit bucket).
 IDENTIFY_WINDOW = 5.0
+#: The names discord.py gives the tasks that handle an interaction: slash and context menu
+#: commands, views, modals, dynamic items, and ``on_interaction`` listeners.
+INTERACTION_TASKS = (
+    "CommandTree-invoker",
+    "discord-ui-view-dispatch-",
+    "discord-ui-modal-dispatch-",
+    "discord-ui-dynamic-item-",
+    "discord.py: on_interaction",
+)
+#: How long a stop waits for interactions being handled to send their last answers.
+HANDLING_GRACE_SECONDS = 5.0
 
 
 def walk_extensions() -> Iterator[str]:
@@ -206,6 +217,7 @@ class FluxBot(commands.Bot):
                 grace,
             )
             await self.generations.shutdown(grace)
+            await self._interactions_handled()
         if hasattr(self, "credits"):
             await self.credits.close()
         await super().close()
@@ -217,6 +229,19 @@ class FluxBot(commands.Bot):
         if hasattr(self, "store"):
             await self.store.close()
         self._stopped.set()
+
+    @staticmethod
+    async def _interactions_handled() -> None:
+        """Interactions being handled send their answers before the HTTP session closes under
+        them: a command that arrived while stopping is told it is queued for the restart."""
+        current = asyncio.current_task()
+        handling = {
+            task
+            for task in asyncio.all_tasks()
+            if task is not current and task.get_name().startswith(INTERACTION_TASKS)
+        }
+        if handling:
+            await asyncio.wait(handling, timeout=HANDLING_GRACE_SECONDS)
 
 
 class ShardedFluxBot(FluxBot, commands.AutoShardedBot):
