@@ -3,6 +3,10 @@
 This file builds the services and loads the extensions under ``cogs/``; it imports no cog. The
 extensions reach the services through the bot's attributes, and the delivery extension attaches
 itself to the generation service when it loads.
+
+A process has one of three roles (DESIGN §9): one unsharded gateway connection (the default),
+the shards ``SHARD_IDS`` of ``SHARD_COUNT`` (:class:`ShardedFluxBot`), or ``WORKER_ONLY``: jobs
+run and results posted over REST, with no gateway connection at all.
 """
 
 from __future__ import annotations
@@ -39,6 +43,22 @@ log = logging.getLogger("fluxbot")
 
 #: Where the extensions live; found by path, so this module imports no cog.
 EXTENSIONS_DIR = Path(__file__).resolve().parent / "cogs"
+#: What a ``WORKER_ONLY`` process loads: posting results, and the operator's credit notices.
+#: Commands and buttons arrive over the gateway, which a worker never joins.
+WORKER_EXTENSIONS = frozenset({"cogs.delivery", "cogs.stats"})
+#: Discord allows ``max_concurrency`` IDENTIFYs per this many seconds (one per rate-limit bucket).
+IDENTIFY_WINDOW = 5.0
+#: The names discord.py gives the tasks that handle an interaction: slash and context menu
+#: commands, views, modals, dynamic items, and ``on_interaction`` listeners.
+INTERACTION_TASKS = (
+    "CommandTree-invoker",
+    "discord-ui-view-dispatch-",
+    "discord-ui-modal-dispatch-",
+    "discord-ui-dynamic-item-",
+    "discord.py: on_interaction",
+)
+#: How long a stop waits for interactions being handled to send their last answers.
+HANDLING_GRACE_SECONDS = 5.0
 
 
 def walk_extensions() -> Iterator[str]:
@@ -85,6 +105,7 @@ class FluxBot(commands.Bot):
         self.synced_commands = 0
         self.metrics_server: MetricsServer | None = None
         self._shutdown: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
 
     async def setup_hook(self) -> None:
         settings = self.settings
@@ -129,11 +150,14 @@ class FluxBot(commands.Bot):
             self.metrics_server = MetricsServer(self.metrics)
             await self.metrics_server.start(settings.metrics_host, settings.metrics_port)
         for extension in walk_extensions():
+            if settings.worker_only and extension not in WORKER_EXTENSIONS:
+                continue
             try:
                 await self.load_extension(extension)
             except Exception:
                 log.exception("extension %s failed to load", extension)
-        self.synced_commands = await self.sync_commands()
+        if not settings.worker_only:  # the processes that receive commands keep them synced
+            self.synced_commands = await self.sync_commands()
         self.credits.start()  # the balance at start, then hourly (DESIGN §10)
 
     async def sync_commands(self) -> int:
@@ -151,16 +175,33 @@ class FluxBot(commands.Bot):
         await self.store.meta.set(key, digest)
         return len(synced)
 
+    async def start(self, token: str, *, reconnect: bool = True) -> None:
+        """Log in and serve until closed: over the gateway, or ``WORKER_ONLY`` over REST alone."""
+        if not self.settings.worker_only:
+            await super().start(token, reconnect=reconnect)
+            return
+        await self.login(token)  # REST only: the user, the application, then setup_hook
+        await self.on_ready()
+        await self._stopped.wait()
+
     async def on_ready(self) -> None:
         # Resume first, so "ready" means stored jobs are back in the queue: a stop right after
         # the line (tests do) then never finds resume still writing to the database.
         await self.generations.resume()  # once; later READYs (reconnects) do nothing
         log.info(
-            "fluxbot ready: %s, %d guilds, %d commands synced",
+            "fluxbot ready: %s, %d guilds, %d commands synced%s",
             self.user,
             len(self.guilds),
             self.synced_commands,
+            self.role,
         )
+
+    @property
+    def role(self) -> str:
+        """What this process does besides the default (one unsharded gateway connection)."""
+        if self.settings.worker_only:
+            return "; worker only (no gateway)"
+        return ""
 
     async def close(self) -> None:
         """Once, however often a signal or discord.py asks: a second call waits for the first."""
@@ -178,6 +219,7 @@ class FluxBot(commands.Bot):
                 grace,
             )
             await self.generations.shutdown(grace)
+            await self._interactions_handled()
         if hasattr(self, "credits"):
             await self.credits.close()
         await super().close()
@@ -188,11 +230,75 @@ class FluxBot(commands.Bot):
             await self.http_session.close()
         if hasattr(self, "store"):
             await self.store.close()
+        self._stopped.set()
+
+    @staticmethod
+    async def _interactions_handled() -> None:
+        """Interactions being handled send their answers before the HTTP session closes under
+        them: a command that arrived while stopping is told it is queued for the restart."""
+        current = asyncio.current_task()
+        handling = {
+            task
+            for task in asyncio.all_tasks()
+            if task is not current and task.get_name().startswith(INTERACTION_TASKS)
+        }
+        if handling:
+            await asyncio.wait(handling, timeout=HANDLING_GRACE_SECONDS)
+
+
+class ShardedFluxBot(FluxBot, commands.AutoShardedBot):
+    """The same bot on the shards ``SHARD_IDS`` (default: all) of ``SHARD_COUNT``.
+
+    discord.py's AutoShardedBot runs them over one connection each in this process; the count is
+    always given, so it never asks Discord for a recommended one, and every process of the bot
+    agrees on which guild is whose.
+    """
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        assert settings.shard_count is not None, "create_bot picks this class for a shard count"
+        options.setdefault("shard_count", settings.shard_count)
+        options.setdefault("shard_ids", list(settings.shard_ids) if settings.shard_ids else None)
+        super().__init__(settings, **options)
+        self._max_concurrency: int | None = None
+        self._identified: dict[int, float] = {}
+
+    @property
+    def role(self) -> str:
+        shards = self.shard_ids or range(self.shard_count or 0)
+        return f"; shards {', '.join(map(str, shards))} of {self.shard_count}"
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Wait only as long as Discord requires, where discord.py waits 5 s before every
+        shard but the first."""
+        if self._max_concurrency is None:
+            try:
+                self._max_concurrency = (await self.fetch_session_start_limits()).max_concurrency
+            except discord.HTTPException:
+                self._max_concurrency = 1
+        loop = asyncio.get_running_loop()
+        delay = self.identify_delay(shard_id or 0, loop.time())
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def identify_delay(self, shard_id: int, now: float) -> float:
+        """Seconds until ``shard_id`` may IDENTIFY, that moment then taken: Discord allows one
+        IDENTIFY per 5 s in each bucket ``shard_id % max_concurrency`` (``GET /gateway/bot``)."""
+        bucket = shard_id % max(self._max_concurrency or 1, 1)
+        last = self._identified.get(bucket)
+        at = now if last is None else max(now, last + IDENTIFY_WINDOW)
+        self._identified[bucket] = at
+        return at - now
 
 
 def create_bot(settings: Settings | None = None, **discord_options: Any) -> FluxBot:
-    """The bot, ready for ``start``; tests pass discord.py options such as ``connector=``."""
-    return FluxBot(settings or load_settings(), **discord_options)
+    """The bot, ready for ``start``; tests pass discord.py options such as ``connector=``.
+
+    With ``SHARD_COUNT`` it is a :class:`ShardedFluxBot`; without, a plain one, which never
+    asks Discord how many shards to run.
+    """
+    settings = settings or load_settings()
+    kind = ShardedFluxBot if settings.shard_count is not None else FluxBot
+    return kind(settings, **discord_options)
 
 
 def configure_logging(settings: Settings) -> None:

@@ -100,12 +100,27 @@ class DiscordPublisher:
         limits = [limit for limit in (generation.upload_limit, own) if limit]
         return min(limits) if limits else DEFAULT_UPLOAD_LIMIT
 
-    def allows_nsfw(self, generation: Generation) -> bool:
+    async def allows_nsfw(self, generation: Generation) -> bool:
         """Only a channel Discord marks NSFW may show flagged images; unknown means no."""
-        channel = self.bot.get_channel(generation.thread_id or generation.channel_id)
+        channel: object = self.bot.get_channel(generation.thread_id or generation.channel_id)
         if channel is None and generation.thread_id:
             channel = self.bot.get_channel(generation.channel_id)
+        if channel is None:  # no gateway cache (WORKER_ONLY, or another shard's guild)
+            channel = await self._fetch_nsfw_holder(generation.channel_id)
         return render.is_nsfw(channel)
+
+    async def _fetch_nsfw_holder(self, channel_id: int) -> object:
+        """The channel that decides NSFW, asked of Discord: a thread's parent decides for it."""
+        try:
+            channel: object = await self.bot.fetch_channel(channel_id)
+            if isinstance(channel, discord.Thread) and channel.parent_id:
+                channel = await self.bot.fetch_channel(channel.parent_id)
+        except discord.HTTPException as exc:
+            log.info(
+                "channel %s: NSFW flag unknown (%s); treated as not NSFW", channel_id, exc.status
+            )
+            return None
+        return channel
 
     # -- cards ----------------------------------------------------------------------------
 
@@ -167,7 +182,7 @@ class DiscordPublisher:
     async def job_succeeded(
         self, generation: Generation, result: GenerationResult, images: list[bytes]
     ) -> list[int]:
-        allow_nsfw = self.allows_nsfw(generation)
+        allow_nsfw = await self.allows_nsfw(generation)
         shown = [
             (data, image.nsfw)
             for data, image in zip(images, result.images, strict=True)

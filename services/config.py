@@ -83,9 +83,21 @@ class Settings(BaseSettings):
     #: Serve Prometheus metrics on this port (0: any free port, for tests); unset: no server.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    #: Discord shards the whole bot runs on (DESIGN §9); unset: one gateway connection, unsharded.
+    shard_count: int | None = Field(default=None, ge=1)
+    #: The shards of ``shard_count`` this process connects (a comma list); unset: all of them.
+    shard_ids: Annotated[tuple[int, ...] | None, NoDecode] = None
+    #: Run jobs and post results only: log in over REST, never connect to the gateway.
+    worker_only: bool = False
 
     @field_validator(
-        "dev_guild_id", "admin_channel_id", "bot_daily_budget_usd", "metrics_port", mode="before"
+        "dev_guild_id",
+        "admin_channel_id",
+        "bot_daily_budget_usd",
+        "metrics_port",
+        "shard_count",
+        "shard_ids",
+        mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
@@ -131,6 +143,44 @@ class Settings(BaseSettings):
     @property
     def model_prices(self) -> dict[str, Decimal]:
         return parse_prices(self.model_prices_usd)
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _shard_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return [int(part) for part in value.split(",") if part.strip()] or None
+            except ValueError:
+                raise ValueError("must be shard numbers separated by commas, like 0,1") from None
+        return value
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _shards_of_the_count(
+        cls, value: tuple[int, ...] | None, info: ValidationInfo
+    ) -> tuple[int, ...] | None:
+        if value is None or "shard_count" not in info.data:  # a bad count is reported already
+            return value
+        count = info.data["shard_count"]
+        if count is None:
+            raise ValueError("needs SHARD_COUNT, the number of shards the whole bot runs on")
+        wrong = [str(shard) for shard in value if not 0 <= shard < count]
+        if wrong:
+            raise ValueError(
+                f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not a shard of "
+                f"SHARD_COUNT={count}; shards are numbered 0 to {count - 1}"
+            )
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("worker_only")
+    @classmethod
+    def _worker_has_no_shards(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and (info.data.get("shard_count") or info.data.get("shard_ids")):
+            raise ValueError(
+                "a worker connects to no gateway, so it has no shards: leave SHARD_COUNT and "
+                "SHARD_IDS empty, or set WORKER_ONLY=false"
+            )
+        return value
 
     @field_validator("log_level")
     @classmethod

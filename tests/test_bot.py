@@ -1,5 +1,6 @@
 """The command line: starting without configuration explains itself instead of printing a
-traceback; ``--check`` prints one line per check and exits 0 or 1."""
+traceback; ``--check`` prints one line per check and exits 0 or 1. And the bot's class: plain,
+or sharded with IDENTIFYs paced as Discord requires."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot import check
+from bot import IDENTIFY_WINDOW, FluxBot, ShardedFluxBot, check, create_bot
+from services.config import Settings
 from services.store import SCHEMA_VERSION, Store
 from tests.fakes.aimlapi import FakeAimlApi
 from tests.fakes.discord import FakeDiscord
@@ -152,3 +154,36 @@ def test_migrate_creates_or_upgrades_the_database_and_exits(tmp_path: Path) -> N
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     assert f"database is at schema version {SCHEMA_VERSION}" in result.stderr
+
+
+def bot_settings(**values: object) -> Settings:
+    values |= {"discord_token": TOKEN, "aimlapi_key": API_KEY}
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+def test_without_a_shard_count_the_bot_is_plain_and_never_asks_for_one() -> None:
+    bot = create_bot(bot_settings())
+    bot.images.close()
+    assert type(bot) is FluxBot and bot.shard_count is None
+
+
+def test_with_a_shard_count_the_bot_runs_those_shards() -> None:
+    bot = create_bot(bot_settings(shard_count=4, shard_ids="1,3"))
+    every = create_bot(bot_settings(shard_count=2))
+    bot.images.close()
+    every.images.close()
+    assert isinstance(bot, ShardedFluxBot)
+    assert (bot.shard_count, bot.shard_ids) == (4, [1, 3])
+    assert isinstance(every, ShardedFluxBot) and every.shard_ids is None  # all of them
+
+
+def test_identifies_wait_only_within_a_rate_limit_bucket() -> None:
+    bot = create_bot(bot_settings(shard_count=4))
+    bot.images.close()
+    assert isinstance(bot, ShardedFluxBot)
+    bot._max_concurrency = 2  # buckets: shards 0 and 2, shards 1 and 3
+    assert bot.identify_delay(0, now=100.0) == 0
+    assert bot.identify_delay(1, now=100.0) == 0, "another bucket: at once"
+    assert bot.identify_delay(2, now=101.0) == IDENTIFY_WINDOW - 1
+    assert bot.identify_delay(0, now=101.0) == 2 * IDENTIFY_WINDOW - 1, "after shard 2's turn"
+    assert bot.identify_delay(3, now=200.0) == 0, "long after: at once"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bot import FluxBot, create_bot
@@ -33,6 +34,15 @@ class ReadySignal(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.getMessage().startswith("fluxbot ready:"):
             self.event.set()
+
+
+@dataclass(frozen=True)
+class Place:
+    """A guild with one text channel and one member: somewhere a test can run a command."""
+
+    guild: int
+    channel: int
+    member: int
 
 
 class World:
@@ -99,6 +109,15 @@ class World:
     async def restart_bot(self, **overrides: Any) -> FluxBot:
         await self.stop_bot()
         return await self.start_bot(**overrides)
+
+    def guild_on_shard(self, shard_id: int, num_shards: int = 2) -> Place:
+        """A new guild whose id lands on ``shard_id`` of ``num_shards`` (Discord's formula,
+        ``(guild_id >> 22) % num_shards``), with a channel and a member."""
+        guild = self.discord.add_guild(
+            f"Shard {shard_id} of {num_shards}", shard=(shard_id, num_shards)
+        )
+        channel = self.discord.add_text_channel(guild, "art")
+        return Place(guild, channel, self.discord.add_member(guild, f"member-{shard_id}"))
 
     # -- what members do ------------------------------------------------------------------
 

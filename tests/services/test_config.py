@@ -1,4 +1,5 @@
-"""Settings for the models: one per kind of work, and the ones guilds may use, checked at start."""
+"""Settings checked at start: the models (one per kind of work, the ones guilds may use) and
+the process's role (shards, worker only)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,15 @@ SECRETS = {"DISCORD_TOKEN": "t0ken", "AIMLAPI_KEY": "sk-key"}
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No .env and none of our variables from the machine running the tests."""
     monkeypatch.chdir(tmp_path)
-    for name in ("AIMLAPI_MODEL", "EDIT_MODEL", "UPSCALE_MODEL", "ENABLED_MODELS"):
+    for name in (
+        "AIMLAPI_MODEL",
+        "EDIT_MODEL",
+        "UPSCALE_MODEL",
+        "ENABLED_MODELS",
+        "SHARD_COUNT",
+        "SHARD_IDS",
+        "WORKER_ONLY",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
@@ -90,3 +99,57 @@ def test_settings_built_in_code_take_a_list() -> None:
         discord_token="t", aimlapi_key="k", enabled_models=enabled, edit_model=FLUX2_EDIT
     )
     assert settings.enabled_models == (FLUX2_EDIT, DEFAULT_MODEL, DREAMINA_UPSCALE)
+
+
+def test_no_shard_settings_mean_one_unsharded_gateway_process() -> None:
+    settings = load_settings()
+    assert (settings.shard_count, settings.shard_ids, settings.worker_only) == (None, None, False)
+
+
+def test_shard_ids_are_a_comma_list_of_shards_of_the_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHARD_COUNT", "4")
+    monkeypatch.setenv("SHARD_IDS", " 2, 0,2 ")
+    settings = load_settings()
+    assert (settings.shard_count, settings.shard_ids) == (4, (2, 0))
+
+
+def test_blank_shard_settings_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHARD_COUNT", "")
+    monkeypatch.setenv("SHARD_IDS", "")
+    settings = load_settings()
+    assert (settings.shard_count, settings.shard_ids) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({"SHARD_IDS": "0,1"}, "SHARD_IDS: needs SHARD_COUNT"),
+        (
+            {"SHARD_COUNT": "2", "SHARD_IDS": "1,2,3"},
+            "SHARD_IDS: 2, 3 are not a shard of SHARD_COUNT=2; shards are numbered 0 to 1",
+        ),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "-1"}, "SHARD_IDS: -1 is not a shard of"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "zero"}, "SHARD_IDS: must be shard numbers"),
+        ({"SHARD_COUNT": "0"}, "SHARD_COUNT: Input should be greater than or equal to 1"),
+        ({"WORKER_ONLY": "yes please"}, "WORKER_ONLY:"),
+        ({"WORKER_ONLY": "true", "SHARD_COUNT": "2"}, "WORKER_ONLY: a worker connects to no"),
+    ],
+)
+def test_invalid_shard_and_role_settings_are_named(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], expected: str
+) -> None:
+    message = refused(monkeypatch, **environment)
+    assert message.startswith("fluxbot cannot start")
+    assert expected in message
+
+
+def test_a_bad_shard_count_is_not_blamed_on_the_shard_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = refused(monkeypatch, SHARD_COUNT="0", SHARD_IDS="0")
+    assert "SHARD_COUNT" in message and "SHARD_IDS" not in message
+
+
+def test_a_worker_runs_without_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_ONLY", "true")
+    assert load_settings().worker_only

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tests.fakes.discord import rules
 from tests.fakes.discord.commands import check_option_value
+from tests.fakes.discord.gateway import Shard
 from tests.fakes.discord.rules import EPHEMERAL
 from tests.fakes.discord.state import DMChannel
 
@@ -43,6 +44,9 @@ class FakeInteraction:
     ack_latency: float | None = None
     original_message_id: int | None = None
     followup_ids: list[int] = field(default_factory=list)
+    #: The shards of the sessions it was dispatched to (``None``: an unsharded session); empty
+    #: when no connected session has its guild's shard, so no bot could see it.
+    delivered_to: list[Shard] = field(default_factory=list)
     _answered: asyncio.Event = field(default_factory=asyncio.Event)
     _started: float = field(default_factory=time.monotonic)
 
@@ -125,7 +129,9 @@ class InteractionsMixin:
 
     def _send_interaction(self: FakeDiscord, inter: FakeInteraction) -> FakeInteraction:
         inter._started = time.monotonic()
-        self._dispatch("INTERACTION_CREATE", inter.payload)
+        inter.delivered_to = self._dispatch(
+            "INTERACTION_CREATE", inter.payload, guild_id=self._guild_of(inter.channel_id)
+        )
         return inter
 
     async def invoke_command(

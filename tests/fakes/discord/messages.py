@@ -157,7 +157,10 @@ class MessagesMixin:
             if gid:
                 data["guild_id"] = str(gid)
             self._dispatch(
-                "MESSAGE_DELETE", data, intent=GUILD_MESSAGES if gid else DIRECT_MESSAGES
+                "MESSAGE_DELETE",
+                data,
+                guild_id=gid,
+                intent=GUILD_MESSAGES if gid else DIRECT_MESSAGES,
             )
         self._notify()
 

@@ -57,8 +57,21 @@ class RestMixin:
         )
 
     async def _h_gateway_url(self: FakeDiscord, request: web.Request) -> web.Response:
-        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return self._json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        """``/gateway/bot`` (``/gateway`` answers the same): the recommended shard count and
+        how many sessions may still start today, ``max_concurrency`` of them per 5 s."""
+        limit = {
+            "total": 1000,
+            "remaining": 1000 - len(self.identifies),
+            "reset_after": 86_400_000,
+            "max_concurrency": self.max_concurrency,
+        }
+        return self._json(
+            {
+                "url": self.gateway_url,
+                "shards": self.recommended_shards,
+                "session_start_limit": limit,
+            }
+        )
 
     # -- channels and messages -------------------------------------------------------------
 

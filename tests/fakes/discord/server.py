@@ -19,7 +19,7 @@ from aiohttp import web
 
 from tests.fakes.discord.cdn import CdnMixin
 from tests.fakes.discord.commands import CommandsMixin
-from tests.fakes.discord.gateway import GatewayMixin, Session
+from tests.fakes.discord.gateway import GatewayMixin, Session, Shard
 from tests.fakes.discord.interactions import FakeInteraction, InteractionsMixin
 from tests.fakes.discord.messages import MessagesMixin
 from tests.fakes.discord.middleware import API, FakeRequest, MiddlewareMixin, RequestObserver
@@ -66,10 +66,16 @@ class FakeDiscord(
         bucket_window: float = 0.5,
         channel_write_limit: tuple[int, float] | None = (5, 5.0),
         old_edit_window: float = 10.0,
+        recommended_shards: int = 1,
+        max_concurrency: int = 1,
+        max_guilds_per_session: int | None = None,
     ) -> None:
         """``channel_write_limit``: per-channel sends, edits and thread creations per window
         (Discord's; ``None`` puts them under ``bucket_limit``/``bucket_window`` like other
-        routes). ``old_edit_window``: one edit of an hour-old message per channel per window."""
+        routes). ``old_edit_window``: one edit of an hour-old message per channel per window.
+        ``recommended_shards`` and ``max_concurrency``: what ``GET /gateway/bot`` answers;
+        ``max_guilds_per_session``: more guilds on one session closes it with 4011 (Discord:
+        2500; ``None``: no limit)."""
         self.token = token
         self.url = ""
         self.port = 0
@@ -78,6 +84,8 @@ class FakeDiscord(
         self._secret = secrets.token_bytes(32)
         self.bucket_limit, self.bucket_window = bucket_limit, bucket_window
         self.channel_write_limit, self.old_edit_window = channel_write_limit, old_edit_window
+        self.recommended_shards, self.max_concurrency = recommended_shards, max_concurrency
+        self.max_guilds_per_session = max_guilds_per_session
         self.application_id = self._snowflake()
         self.bot_user = self._make_user(bot_name, bot=True)
         self.owner = self._make_user(f"{bot_name}-owner")
@@ -88,6 +96,8 @@ class FakeDiscord(
         #: Edits of messages older than an hour (fake clock) the bot asked for.
         self.old_message_edits = 0
         self.observers: list[RequestObserver] = []
+        #: The shard of every IDENTIFY the fake accepted (``None``: unsharded), in order.
+        self.identifies: list[Shard] = []
         # The world.
         self.commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}
@@ -104,6 +114,7 @@ class FakeDiscord(
         self._scripted_429: list[ScriptedRateLimit] = []
         self._buckets: dict[str, Bucket] = {}
         self._sessions: list[Session] = []
+        self._resumable: dict[str, Shard] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -198,9 +209,18 @@ class FakeDiscord(
     def _iso(self, t: float | None = None) -> str:
         return datetime.fromtimestamp(self.now() if t is None else t, UTC).isoformat()
 
-    def _snowflake(self) -> int:
+    def _snowflake(self, *, shard: tuple[int, int] | None = None) -> int:
+        """A new id, later than every earlier one; ``shard=(shard_id, num_shards)``: one whose
+        guild would land on that shard (its timestamp moved up to a few ms later)."""
         ms = int(self.now() * 1000) - DISCORD_EPOCH_MS
         value = max((ms << 22) | (1 << 17), self._last_snowflake + 1)
+        if shard is not None:
+            shard_id, num_shards = shard
+            assert 0 <= shard_id < num_shards, "shards are numbered 0 to num_shards - 1"
+            stamp = value >> 22
+            if stamp % num_shards != shard_id:
+                stamp += (shard_id - stamp) % num_shards
+                value = (stamp << 22) | (1 << 17)
         self._last_snowflake = value
         return value
 

@@ -39,14 +39,21 @@ class WorldMixin:
     def _make_user(self: FakeDiscord, name: str, *, bot: bool = False) -> User:
         return User(self._snowflake(), name, bot)
 
-    def add_guild(self: FakeDiscord, name: str, *, premium_tier: int = 0) -> int:
+    def add_guild(
+        self: FakeDiscord,
+        name: str,
+        *,
+        premium_tier: int = 0,
+        shard: tuple[int, int] | None = None,
+    ) -> int:
         """A guild with an @everyone role and the bot as a member.
 
         Its boost tier alone sets what the bot may upload there (10, 50 or 100 MiB), as on
         Discord, so discord.py's ``Guild.filesize_limit`` agrees with what the fake enforces.
+        ``shard=(shard_id, num_shards)`` picks an id that lands on that shard.
         """
         assert premium_tier in rules.UPLOAD_LIMIT_BY_TIER, "boost tiers are 0 to 3"
-        gid = self._snowflake()
+        gid = self._snowflake(shard=shard)
         bot_role = self._snowflake()
         everyone = Role(gid, "@everyone", permissions=0, position=0)
         managed = Role(
