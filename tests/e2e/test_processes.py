@@ -20,14 +20,6 @@ from tests.fakes.aimlapi import FakeAimlApi
 from tests.world import COMMAND_REPLIES, World
 
 postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-#: Two gateway processes need shards to split the interactions between them (today each
-#: gets every one: both answer, the second with 40060).
-needs_shards = pytest.mark.xfail(
-    reason="needs SHARD_COUNT/SHARD_IDS and the multi-shard fake Discord (issue 12)", strict=False
-)
-needs_queue = pytest.mark.xfail(
-    reason="needs the database queue (issue 12 step 2) and SHARD_COUNT/SHARD_IDS", strict=False
-)
 #: A job's one log line once it ended (services/metrics.py).
 JOB_DONE = re.compile(r"^job id=(\d+) outcome=done ")
 
@@ -47,15 +39,6 @@ def results_in(world: World, thread_id: int) -> list[dict[str, Any]]:
         for m in world.discord.messages(thread_id)
         if m["attachments"] and m["type"] not in COMMAND_REPLIES
     ]
-
-
-def guild_on_shard(world: World, name: str, shard: int, shards: int) -> int:
-    """A new guild that Discord's rule ``(guild_id >> 22) % shards`` puts on ``shard``."""
-    guild = world.discord.add_guild(name)
-    while (guild >> 22) % shards != shard:
-        world.discord.advance_clock(0.001)  # the next snowflake's timestamp, a millisecond on
-        guild = world.discord.add_guild(name)
-    return guild
 
 
 async def test_a_bot_process_serves_imagine_and_stops_on_sigterm(
@@ -158,8 +141,8 @@ async def _shards(
     """Two bot processes, shards 0 and 1 of 2, and a (guild, channel) on each shard."""
     places = []
     for shard in (0, 1):
-        guild = guild_on_shard(fakes, f"shard {shard}", shard, 2)
-        places.append((guild, fakes.discord.add_text_channel(guild, "art")))
+        place = fakes.guild_on_shard(shard, 2)
+        places.append((place.guild, place.channel))
     bots = await asyncio.gather(
         *(
             processes.start(
@@ -185,36 +168,34 @@ def _served(bot: BotProcess) -> set[str]:
 
 
 @postgresql_only
-@needs_shards
 async def test_two_shards_in_two_processes_each_answer_their_own_guild(
     fakes: World, bot_processes: BotProcesses
 ):
-    bots, places = await _shards(fakes, bot_processes)
-    cards = []
-    for guild, channel in places:
-        member = fakes.discord.add_member(guild, f"member of {guild}")
-        interaction = await fakes.imagine(f"in guild {guild}", user=member, channel=channel)
-        cards.append(await fakes.card_of(interaction))
-    for card_id in cards:
-        assert (await fakes.result_in(card_id))["attachments"]
-    for bot in bots:
-        await bot.wait_for_log(JOB_DONE, timeout=15)
+    await _shards(fakes, bot_processes)
+    places = [fakes.guild_on_shard(shard, 2) for shard in (0, 1)]
+    interactions = [
+        await fakes.imagine(f"on shard {shard}", user=place.member, channel=place.channel)
+        for shard, place in enumerate(places)
+    ]
+    for interaction in interactions:
+        assert (await fakes.result_in(await fakes.card_of(interaction)))["attachments"]
 
-    assert [_served(bot) for bot in bots] == [{str(g)} for g, _ in places]
+    # Each command reached its own shard's process only (either may run the job itself).
+    assert [i.delivered_to for i in interactions] == [[(0, 2)], [(1, 2)]]
     assert fakes.api.calls == 2
     assert not await bot_processes.close()
 
 
 @postgresql_only
-@needs_queue
 async def test_two_processes_share_one_concurrency_cap(fakes: World, bot_processes: BotProcesses):
     cap = 2
     _, places = await _shards(fakes, bot_processes, max_concurrent_jobs=cap)
     fakes.api.latency = 0.3
     interactions = []
-    for guild, channel in places:
+    for guild, _ in places:
         members = [fakes.discord.add_member(guild, f"m{n}") for n in range(3)]
-        for n in range(6):
+        for n in range(6):  # a channel each: Discord's per-channel budget is not what is tested
+            channel = fakes.discord.add_text_channel(guild, f"art-{n}")
             interactions.append(
                 await fakes.imagine(f"job {n} in {guild}", user=members[n % 3], channel=channel)
             )
@@ -228,21 +209,23 @@ async def test_two_processes_share_one_concurrency_cap(fakes: World, bot_process
 
 
 @postgresql_only
-@needs_queue
 async def test_a_process_killed_with_jobs_claimed_the_other_posts_each_once(
     fakes: World, bot_processes: BotProcesses
 ):
-    # With the database queue: also a lease short enough to run out within result_in's wait.
-    bots, places = await _shards(fakes, bot_processes, max_concurrent_jobs=2, job_lease_seconds=2)
-    victim, survivor = bots
-    guild, channel = places[0]  # the victim's shard
+    # A lease short enough to run out within result_in's wait.
+    settings = {"shard_count": 2, "max_concurrent_jobs": 2, "job_lease_seconds": 2}
+    victim = await bot_processes.start("victim", shard_ids="0", **settings)
+    place = fakes.guild_on_shard(0, 2)
+    guild = place.guild
     members = [fakes.discord.add_member(guild, f"m{n}") for n in range(3)]
     fakes.api.latency = 30
-    cards = [
-        await fakes.card_of(await fakes.imagine(f"job {n}", user=members[n], channel=channel))
-        for n in range(3)
-    ]
-    await fakes.api.wait_for_calls(2, timeout=15)  # two claimed and running, one waiting
+    cards = []
+    for n in range(3):  # a channel each: Discord's per-channel budget is not what is tested
+        channel = fakes.discord.add_text_channel(guild, f"art-{n}")
+        imagined = await fakes.imagine(f"job {n}", user=members[n], channel=channel)
+        cards.append(await fakes.card_of(imagined))
+    await fakes.api.wait_for_calls(2, timeout=15)  # two claimed by the victim, one waiting
+    survivor = await bot_processes.start("survivor", shard_ids="1", **settings)
 
     assert await victim.kill() == -9
     fakes.api.latency = 0.01
