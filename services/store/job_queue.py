@@ -373,6 +373,9 @@ class JobQueueRepository:
         """
         g, s = generations.c, queue_state.c
         async with self._write() as conn:
+            # The state row first, as a claim takes it: a claim holding it then serves a member
+            # whose row this would otherwise hold while waiting for it (a deadlock).
+            state = (await conn.execute(select(queue_state).where(_STATE).with_for_update())).one()
             row = (
                 await conn.execute(
                     update(generations)
@@ -388,9 +391,6 @@ class JobQueueRepository:
             )
             pause = None
             if rate_limited:
-                state = (
-                    await conn.execute(select(queue_state).where(_STATE).with_for_update())
-                ).one()
                 now = self._now(None)
                 values: dict[str, Any] = {}
                 if generation.throttle_epoch == state.epoch:
