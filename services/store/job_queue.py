@@ -29,6 +29,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -88,6 +89,7 @@ class JobQueueRepository:
         now: Callable[[datetime | None], datetime],
     ) -> None:
         self._engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._write = write
         self._now = now
 
@@ -181,6 +183,8 @@ class JobQueueRepository:
 
     async def claim(self, worker_id: str, *, max_concurrent: int) -> Generation | NoClaim:
         """Start the next job under the fairness rule, if the cap and the back-off allow."""
+        if self._engine.dialect.name == "postgresql":
+            return await self._claim_on_server(worker_id, max_concurrent)
         async with self._write() as conn:
             state = (
                 await conn.execute(
@@ -194,12 +198,7 @@ class JobQueueRepository:
             outcome: Generation | NoClaim | None = self._refusal(state, now)
             if outcome is None:
                 limit = _limit(state.live_limit, max_concurrent)
-                start = (
-                    self._start_in_one_statement
-                    if conn.dialect.name == "postgresql"
-                    else self._start_step_by_step
-                )
-                outcome = await start(conn, worker_id, state, now, limit)
+                outcome = await self._start_step_by_step(conn, worker_id, state, now, limit)
             if isinstance(outcome, Generation):
                 return outcome
             await conn.rollback()  # the turn was not used: leave nothing written
@@ -208,7 +207,8 @@ class JobQueueRepository:
     async def _start_step_by_step(
         self, conn: AsyncConnection, worker_id: str, state: Any, now: datetime, limit: int
     ) -> Generation | NoClaim:
-        """Count, pick, start, one statement each (SQLite: one process, its lock is cheap)."""
+        """SQLite: count, pick, start, one statement each, under the database's write lock
+        (one process: the lock is cheap). ``fluxbot_claim`` does the same on PostgreSQL."""
         g, m = generations.c, queue_members.c
         calling = await conn.execute(
             select(func.count())
@@ -235,49 +235,22 @@ class JobQueueRepository:
         await conn.execute(self._serve(select(literal(chosen.user_id), literal(state.turn))))
         return generation_record(started)
 
-    async def _start_in_one_statement(
-        self, conn: AsyncConnection, worker_id: str, state: Any, now: datetime, limit: int
-    ) -> Generation | NoClaim:
-        """Count, pick (``FOR UPDATE SKIP LOCKED``), start and serve in one statement: it runs
-        after the state row's lock was taken, so its snapshot sees every earlier claim, and the
-        lock is held for two round trips instead of four."""
-        g, m = generations.c, queue_members.c
-        calling = (
-            select(func.count().label("n"))
-            .select_from(generations)
-            .where(g.status == GenerationStatus.RUNNING, g.answer.is_(None))
-            .cte("calling")
-        )
-        pick = (
-            select(g.id, g.user_id, func.coalesce(m.last_served, 0).label("last_served"))
-            .select_from(generations.outerjoin(queue_members, m.user_id == g.user_id))
-            .where(
-                g.status.in_([str(s) for s in WAITING]),
-                select(calling.c.n).scalar_subquery() < limit,
-            )
-            .order_by(func.coalesce(m.last_served, 0), g.id)
-            .limit(1)
-            .with_for_update(of=generations, skip_locked=True)
-            .cte("pick")
-        )
-        started = (
-            self._start_job(pick.c.id, pick.c.last_served, worker_id, state, now)
-            .returning(*g)
-            .cte("started")
-        )
-        served = self._serve(select(pick.c.user_id, literal(state.turn))).cte("served")
-        row = (
-            await conn.execute(
-                select(calling.c.n, *started.c)
-                .select_from(calling.outerjoin(started, literal(True)))
-                .add_cte(served)
-            )
-        ).one()
-        if row.id is None:
-            return NoClaim(Refusal.FULL if row.n >= limit else Refusal.EMPTY)
-        fields = dict(row._mapping)
-        del fields["n"]
-        return Generation.model_validate(fields)
+    async def _claim_on_server(self, worker_id: str, max_concurrent: int) -> Generation | NoClaim:
+        """PostgreSQL: the claim is one call to ``fluxbot_claim`` (migration v0009), run on its
+        own (autocommit), so the state row's lock is held only while the server runs it."""
+        async with self._autocommit.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT outcome, retry_in, job_id FROM fluxbot_claim(:worker, :cap, :now)"
+                    ),
+                    {"worker": worker_id, "cap": max_concurrent, "now": self._now(None)},
+                )
+            ).one()
+            if row.outcome != "claimed":
+                return NoClaim(Refusal(row.outcome), row.retry_in)
+            started = await conn.execute(select(generations).where(generations.c.id == row.job_id))
+            return generation_record(started.one())
 
     @staticmethod
     def _start_job(

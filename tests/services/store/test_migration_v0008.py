@@ -21,7 +21,7 @@ async def test_a_job_running_before_the_upgrade_is_taken_up_by_the_queue(db_url:
             await conn.execute(V1_GENERATIONS.insert().values(values))
             await conn.execute(update(V1_GENERATIONS).values(status="running"))
         assert await migrate(engine, target=7) == 7
-        assert await migrate(engine) == 8
+        assert await migrate(engine, target=8) == 8
     finally:
         await engine.dispose()
     async with await Store.open(db_url) as store:
