@@ -238,6 +238,7 @@ class JobQueue:
             log.info("generation %s: back in line", job.generation_id)
             if requeued.pause is not None:
                 log.warning("API rate limit: new calls wait %.2fs", requeued.pause)
+            self.notify()  # a job waits again: claim it as soon as the pause allows
         return requeued
 
     def _backoff(self, strikes: int) -> float:
