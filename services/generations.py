@@ -11,10 +11,13 @@ it loads; until one is attached the queue holds every job rather than run it wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.aimlapi import AimlApiClient
 from services.card_updates import CardUpdater
@@ -158,13 +161,24 @@ class GenerationService:
 
     async def submit(self, new: NewGeneration) -> Submitted:
         """Admit, store and queue a job, and have its card show it."""
+        estimate = self.prices.estimate(new.model, new.parameters.count)
+        new = new.model_copy(update={"estimate_usd_nanos": estimate})
         return await self._queued(await self._admitted(new))
 
     async def accept(self, new: NewGeneration) -> Generation:
-        """Admit and store a job before its command is answered, while its picture is still
-        to be read (``intake``): no process runs it until ``submit_accepted``, and if this
-        process dies first the job fails plainly instead of vanishing."""
-        return await self._admitted(new, intake=True)
+        """Store a job before its command is answered, while its picture is still to be read
+        (``intake``): no process runs it until ``submit_accepted``, and if this process dies
+        first the job fails plainly instead of vanishing.
+
+        The caps, quotas and budgets are read here (a refusal is private and stores nothing)
+        but decided in ``submit_accepted``'s transaction: a burst of commands then waits on
+        one insert each before its answer, not on the admission lock.
+        """
+        await self.admit(new.user_id, new.guild_id, model=new.model, count=new.parameters.count)
+        estimate = self.prices.estimate(new.model, new.parameters.count)
+        return await self._store.generations.create(
+            new.model_copy(update={"estimate_usd_nanos": estimate}), intake_by=self.queue.worker_id
+        )
 
     async def set_card(self, generation_id: int, *, channel_id: int, message_id: int) -> None:
         """The card that answered the command: where an abandoned intake says so."""
@@ -173,8 +187,10 @@ class GenerationService:
         )
 
     async def submit_accepted(self, generation_id: int, taken_in: NewGeneration) -> Submitted:
-        """Queue a job taken in: its references, thread and card as ``taken_in`` says."""
-        generation = await self._store.generations.mark_queued(generation_id, taken_in)
+        """Admit and queue a job taken in, with its references, thread and card as ``taken_in``
+        says. Raises ``QueueRefused`` (and its kin) if another job took the place meanwhile."""
+        async with self._admission_for(taken_in) as conn:
+            generation = await self._store.generations.mark_queued(generation_id, taken_in, conn)
         if generation is None:
             raise JobLost(detail=f"generation {generation_id} left intake meanwhile")
         return await self._queued(generation)
@@ -185,15 +201,19 @@ class GenerationService:
         if failed is not None:
             self.metrics.job_ended(failed, Outcome.FAILED)
 
-    async def _admitted(self, new: NewGeneration, *, intake: bool = False) -> Generation:
-        """Store ``new`` if the member's cap, the quotas and the budgets let it in.
+    async def _admitted(self, new: NewGeneration) -> Generation:
+        """Store ``new`` as queued if the member's cap, the quotas and the budgets let it in."""
+        async with self._admission_for(new) as conn:
+            return await self._store.generations.create(new, conn=conn)
 
-        The checks and the insert are one transaction that no other admission, in any process,
-        interleaves with (``Store.admission``): two presses can't both take a member's last
-        place, a quota's last job or a budget's last cent.
-        """
-        estimate = self.prices.estimate(new.model, new.parameters.count)
-        new = new.model_copy(update={"estimate_usd_nanos": estimate})
+    @contextlib.asynccontextmanager
+    async def _admission_for(self, new: NewGeneration) -> AsyncIterator[AsyncConnection]:
+        """The checks, in a transaction that no other admission, in any process, interleaves
+        with (``Store.admission``); what the caller writes in it is let in by them. Two presses
+        can't both take a member's last place, a quota's last job or a budget's last cent."""
+        estimate = new.estimate_usd_nanos
+        if estimate is None:
+            estimate = self.prices.estimate(new.model, new.parameters.count)
         # One admission of this process at a time: each holds a connection while it waits for
         # the database's admission lock, and its checks read on a second one, so a burst of
         # commands waiting in the database would exhaust the pool and block the lock's holder.
@@ -202,9 +222,7 @@ class GenerationService:
             await self._quotas.check(new.user_id, new.guild_id)
             if await self.budgets.applies(new.user_id, new.guild_id):
                 await self.budgets.check(new.user_id, new.guild_id, estimate, conn)
-            return await self._store.generations.create(
-                new, conn=conn, intake_by=self.queue.worker_id if intake else None
-            )
+            yield conn
 
     async def _queued(self, generation: Generation) -> Submitted:
         # Its place first: once the queue is told, this job may be claimed and done at once.

@@ -19,7 +19,6 @@ from services.store import GenerationStatus, Store
 #: operator's account absorbs that rare case rather than the member.)
 COUNTED = frozenset(
     {
-        GenerationStatus.INTAKE,
         GenerationStatus.QUEUED,
         GenerationStatus.RUNNING,
         GenerationStatus.INTERRUPTED,

@@ -12,7 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.store.columns import as_utc
 from services.store.engine import Writer
-from services.store.records import UNFINISHED, Generation, GenerationStatus, NewGeneration
+from services.store.records import (
+    ADMITTED,
+    UNFINISHED,
+    Generation,
+    GenerationStatus,
+    NewGeneration,
+)
 from services.store.schema import generations
 
 #: A job may be cancelled or failed only from these: the guards that make races safe (the
@@ -88,9 +94,12 @@ class GenerationRepository:
             {"card_channel_id": channel_id, "card_message_id": message_id},
         )
 
-    async def mark_queued(self, generation_id: int, taken_in: NewGeneration) -> Generation | None:
+    async def mark_queued(
+        self, generation_id: int, taken_in: NewGeneration, conn: AsyncConnection
+    ) -> Generation | None:
         """Intake -> queued: its picture was read and checked; ``taken_in`` says where it went
-        (references, thread, card). ``None`` if it is no longer in intake."""
+        (references, thread, card). In the admission transaction ``conn``, which has just
+        counted it in. ``None`` if it is no longer in intake."""
         values = taken_in.model_dump(
             include={
                 "channel_id",
@@ -102,7 +111,16 @@ class GenerationRepository:
                 "upload_limit",
             }
         ) | {"status": GenerationStatus.QUEUED, "claimed_by": None}
-        return await self._update(generation_id, (GenerationStatus.INTAKE,), values)
+        statement = (
+            update(generations)
+            .where(
+                generations.c.id == generation_id,
+                generations.c.status == GenerationStatus.INTAKE,
+            )
+            .values(values)
+            .returning(*generations.c)
+        )
+        return _record_or_none((await conn.execute(statement)).first())
 
     async def set_reference_url(self, generation_id: int, url: str) -> Generation | None:
         """A freshly signed URL of the card's reference, for this job and the next ones."""
@@ -238,7 +256,7 @@ class GenerationRepository:
         query = (
             select(func.coalesce(func.sum(generations.c.estimate_usd_nanos), 0))
             .select_from(generations)
-            .where(generations.c.status.in_([str(s) for s in UNFINISHED]))
+            .where(generations.c.status.in_([str(s) for s in ADMITTED]))
         )
         if guild_id is not None:
             query = query.where(generations.c.guild_id == guild_id)

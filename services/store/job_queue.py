@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.store.engine import Writer, upsert
 from services.store.generations import record as generation_record
-from services.store.records import UNFINISHED, Generation, GenerationStatus
+from services.store.records import ADMITTED, UNFINISHED, Generation, GenerationStatus
 from services.store.schema import generations, queue_members, queue_state, workers
 
 #: Jobs a claim may start: waiting, or put back by a stop or a lost lease.
@@ -409,7 +409,7 @@ class JobQueueRepository:
             .select_from(generations)
             .where(
                 generations.c.user_id == user_id,
-                generations.c.status.in_([str(s) for s in UNFINISHED]),
+                generations.c.status.in_([str(s) for s in ADMITTED]),
             )
         )
         if conn is not None:

@@ -57,6 +57,9 @@ UNFINISHED = frozenset(
         GenerationStatus.INTERRUPTED,
     }
 )
+#: Unfinished jobs that count against the per-member cap and budgets: a job in ``intake`` is
+#: checked (and so counted) only as it is queued, in the admission transaction.
+ADMITTED = UNFINISHED - {GenerationStatus.INTAKE}
 
 
 class NewGeneration(BaseModel):

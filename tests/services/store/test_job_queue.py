@@ -212,7 +212,7 @@ async def test_a_job_in_intake_is_never_claimed_and_fails_if_its_process_dies(
     await store.queue.register_worker("front", "shard 0")
     taking_in = await store.generations.create(new(user_id=1), intake_by="front")
     assert taking_in.status is GenerationStatus.INTAKE
-    assert await store.queue.member_active(1) == 1, "it counts against the member's cap"
+    assert await store.queue.member_active(1) == 0, "counted only as it is queued"
     assert await claim(store, "w2") == NoClaim(Refusal.EMPTY)
     await store.generations.set_card(taking_in.id, channel_id=5, message_id=6)
     clock.now += timedelta(minutes=1)  # "front" died while reading the picture
@@ -220,13 +220,15 @@ async def test_a_job_in_intake_is_never_claimed_and_fails_if_its_process_dies(
     [lost] = beat.abandoned
     assert (lost.id, lost.status, lost.error) == (taking_in.id, GenerationStatus.FAILED, "gone")
     assert lost.card_message_id == 6, "its card can say so"
-    assert await store.generations.mark_queued(taking_in.id, new(user_id=1)) is None
+    async with store.admission() as conn:
+        assert await store.generations.mark_queued(taking_in.id, new(user_id=1), conn) is None
 
 
 async def test_a_job_taken_in_is_queued_with_where_its_picture_went(store: Store):
     taking_in = await store.generations.create(new(user_id=1), intake_by="w1")
     taken_in = new(user_id=1, reference_url="https://cdn.example/card-copy.png", thread_id=77)
-    queued = await store.generations.mark_queued(taking_in.id, taken_in)
+    async with store.admission() as conn:
+        queued = await store.generations.mark_queued(taking_in.id, taken_in, conn)
     assert queued is not None and queued.status is GenerationStatus.QUEUED
     assert (queued.reference_url, queued.thread_id, queued.claimed_by) == (
         "https://cdn.example/card-copy.png",
