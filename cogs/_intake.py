@@ -228,9 +228,7 @@ class Intake:
                 "upload_limit": limit,
             }
         )
-        generation = (
-            await self.bot.generations.submit_accepted(generation_id, taken_in)
-        ).generation
+        generation = await self.bot.generations.submit_accepted(generation_id, taken_in)
         if as_sent:  # the card's first status edit also keeps the reference, for later jobs
             assert isinstance(image, discord.Attachment)
             rehosted = self.work.rehosting(card.id)

@@ -163,7 +163,11 @@ class GenerationService:
         """Admit, store and queue a job, and have its card show it."""
         estimate = self.prices.estimate(new.model, new.parameters.count)
         new = new.model_copy(update={"estimate_usd_nanos": estimate})
-        return await self._queued(await self._admitted(new))
+        generation = await self._admitted(new)
+        # Its place first: once the queue is told, this job may be claimed and done at once.
+        ahead = await self.queue.jobs_ahead(generation.id)
+        await self._queued(generation)
+        return Submitted(generation, ahead or 0)
 
     async def accept(self, new: NewGeneration) -> Generation:
         """Store a job before its command is answered, while its picture is still to be read
@@ -186,14 +190,15 @@ class GenerationService:
             generation_id, channel_id=channel_id, message_id=message_id
         )
 
-    async def submit_accepted(self, generation_id: int, taken_in: NewGeneration) -> Submitted:
+    async def submit_accepted(self, generation_id: int, taken_in: NewGeneration) -> Generation:
         """Admit and queue a job taken in, with its references, thread and card as ``taken_in``
         says. Raises ``QueueRefused`` (and its kin) if another job took the place meanwhile."""
         async with self._admission_for(taken_in) as conn:
             generation = await self._store.generations.mark_queued(generation_id, taken_in, conn)
         if generation is None:
             raise JobLost(detail=f"generation {generation_id} left intake meanwhile")
-        return await self._queued(generation)
+        await self._queued(generation)  # its card shows its place; no one else asks for it
+        return generation
 
     async def reject_accepted(self, generation_id: int, reason: str) -> None:
         """A job whose picture was refused (its card says why): failed, never run."""
@@ -224,14 +229,11 @@ class GenerationService:
                 await self.budgets.check(new.user_id, new.guild_id, estimate, conn)
             yield conn
 
-    async def _queued(self, generation: Generation) -> Submitted:
-        # Its place first: once the queue is told, this job may be claimed and done at once.
-        ahead = await self.queue.jobs_ahead(generation.id)
+    async def _queued(self, generation: Generation) -> None:
         self.queue.notify()
         self.show_on_card(generation)
         if self.credit_hold and self._credit_listener is not None:
             await self._credit_listener(generation)
-        return Submitted(generation, ahead or 0)
 
     async def _abandoned(self, generations: Sequence[Generation]) -> None:
         """Jobs whose intake process fell silent: failed plainly, their cards told so."""
