@@ -104,6 +104,7 @@ class GenerationService:
         self.queue = JobQueue(
             worker,
             store.queue,
+            store.workers,
             max_concurrent=max_concurrent,
             max_per_user=max_per_user,
             lease_seconds=lease_seconds,

@@ -31,7 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.backoff import equal_jitter
 from services.errors import UserFacingError
 from services.store import Generation
-from services.store.job_queue import Heartbeat, JobQueueRepository, NoClaim, Refusal, Requeued
+from services.store.job_queue import JobQueueRepository, NoClaim, Refusal, Requeued
+from services.store.workers import Heartbeat, WorkerRepository
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class JobQueue:
         self,
         runner: JobRunner,
         repository: JobQueueRepository,
+        workers: WorkerRepository,
         *,
         max_concurrent: int,
         max_per_user: int,
@@ -102,6 +104,7 @@ class JobQueue:
         """Nothing is claimed before ``start()`` (the bot resumes what a stop left first)."""
         self._runner = runner
         self._repository = repository
+        self._workers = workers
         self.max_concurrent = max_concurrent
         self.max_per_user = max_per_user
         self.lease = timedelta(seconds=lease_seconds)
@@ -210,7 +213,7 @@ class JobQueue:
             await asyncio.gather(*pending, return_exceptions=True)
         interrupted: list[int] = []
         if self._registered:
-            interrupted = await self._repository.retire_worker(self.worker_id)
+            interrupted = await self._workers.retire(self.worker_id)
             self._registered = False
         self._idle.set()
         return interrupted
@@ -252,7 +255,7 @@ class JobQueue:
         """Claim while this process has room; then wait for news, the poll, or the back-off."""
         while not self._registered and not self._stopping:
             try:
-                await self._repository.register_worker(self.worker_id, self._description)
+                await self._workers.register(self.worker_id, self._description)
                 self._registered = True
             except Exception:
                 log.exception("could not register this process with the queue; trying again")
@@ -321,7 +324,7 @@ class JobQueue:
     async def heartbeat(self) -> Heartbeat:
         """Renew the lease; jobs of processes gone silent go back in line, or fail if they were
         still being taken in (``on_abandoned`` is told, to show it on their cards)."""
-        beat = await self._repository.heartbeat(
+        beat = await self._workers.heartbeat(
             self.worker_id, lease=self.lease, abandoned_reason=INTAKE_LOST
         )
         if beat.reaped:
@@ -349,4 +352,4 @@ class JobQueue:
                 continue
             if not beat.alive:
                 log.warning("this process was taken for dead (its heartbeat was late): rejoining")
-                await self._repository.register_worker(self.worker_id, self._description)
+                await self._workers.register(self.worker_id, self._description)

@@ -1,13 +1,14 @@
 """The job queue's truth, shared by every process: claims under leases, fairness, the back-off.
 
-A claim is one short write transaction. Its first statement bumps the turn counter in the one
-``queue_state`` row, which takes that row's lock (PostgreSQL) or the database's write lock
-(SQLite, ``BEGIN IMMEDIATE``): claims from all processes therefore run one at a time, so the
-concurrency cap is read and used in one step and never overshot. The job itself is picked with
+A claim first takes the one ``queue_state`` row (PostgreSQL: its row lock, inside the
+server-side function ``fluxbot_claim`` of migration v0009; SQLite: the database's write lock,
+``BEGIN IMMEDIATE``): claims from all processes therefore run one at a time, so the concurrency
+cap is read and used in one step and never overshot. The job itself is picked with
 ``FOR UPDATE SKIP LOCKED``, so a job that a cancel is updating is passed over, not waited for.
+Every transaction that touches ``queue_members`` takes the state row first, as claims do.
 
-A process proves it is alive by its ``workers`` row's heartbeat; the jobs of a process whose
-heartbeat is older than the lease go back in line (``interrupted``) for any process to take.
+Which process holds a running job, and what happens when it falls silent, is
+``services/store/workers.py``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Select,
     Update,
     case,
-    delete,
     func,
     literal,
     or_,
@@ -37,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.store.engine import Writer, upsert
 from services.store.generations import record as generation_record
 from services.store.records import ADMITTED, UNFINISHED, Generation, GenerationStatus
-from services.store.schema import generations, queue_members, queue_state, workers
+from services.store.schema import generations, queue_members, queue_state
 
 #: Jobs a claim may start: waiting, or put back by a stop or a lost lease.
 WAITING = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
@@ -68,18 +67,8 @@ class Requeued:
     pause: float | None
 
 
-@dataclass(frozen=True)
-class Heartbeat:
-    #: False when this process's row was gone: it had been taken for dead and its jobs re-queued.
-    alive: bool
-    #: Running jobs of processes taken for dead, put back in line by this heartbeat.
-    reaped: int
-    #: Jobs those processes were still taking in (their pictures unread): failed plainly.
-    abandoned: tuple[Generation, ...] = ()
-
-
 class JobQueueRepository:
-    """``workers``, ``queue_members``, ``queue_state``, and the queue's ``generations`` columns."""
+    """``queue_members``, ``queue_state``, and the queue's columns of ``generations``."""
 
     def __init__(
         self,
@@ -92,92 +81,6 @@ class JobQueueRepository:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._write = write
         self._now = now
-
-    # -- processes ------------------------------------------------------------------------
-
-    async def register_worker(self, worker_id: str, description: str) -> None:
-        now = self._now(None)
-        async with self._write() as conn:
-            await conn.execute(
-                upsert(self._engine, workers)
-                .values(
-                    id=worker_id, description=description[:200], started_at=now, heartbeat_at=now
-                )
-                .on_conflict_do_update(index_elements=[workers.c.id], set_={"heartbeat_at": now})
-            )
-
-    async def heartbeat(
-        self, worker_id: str, *, lease: timedelta, abandoned_reason: str = ""
-    ) -> Heartbeat:
-        """Renew this process's lease, and put back in line every running job whose holder has
-        no live lease: gone silent, never registered, or none (left by a version before the
-        queue)."""
-        now = self._now(None)
-        cutoff = now - lease
-        alive_ids = select(workers.c.id).where(workers.c.heartbeat_at >= cutoff)
-        async with self._write() as conn:
-            alive = await conn.execute(
-                update(workers).where(workers.c.id == worker_id).values(heartbeat_at=now)
-            )
-            reaped = await self._hand_back(
-                conn,
-                or_(
-                    generations.c.claimed_by.is_(None),
-                    generations.c.claimed_by.not_in(alive_ids),
-                ),
-            )
-            abandoned = await conn.execute(
-                update(generations)
-                .where(
-                    generations.c.status == GenerationStatus.INTAKE,
-                    generations.c.claimed_by.not_in(alive_ids),
-                )
-                .values(status=GenerationStatus.FAILED, error=abandoned_reason, finished_at=now)
-                .returning(*generations.c)
-            )
-            lost = tuple(generation_record(row) for row in abandoned)
-            await conn.execute(delete(workers).where(workers.c.heartbeat_at < cutoff))
-        return Heartbeat(alive=alive.rowcount > 0, reaped=len(reaped), abandoned=lost)
-
-    async def retire_worker(self, worker_id: str) -> list[int]:
-        """At a stop: this process's running jobs go back in line at once, and its row goes.
-
-        Returns their ids (they run again, and an answered one is posted without a new call).
-        """
-        async with self._write() as conn:
-            interrupted = await self._hand_back(conn, generations.c.claimed_by == worker_id)
-            await conn.execute(delete(workers).where(workers.c.id == worker_id))
-        return interrupted
-
-    async def _hand_back(self, conn: AsyncConnection, holder: ColumnElement[bool]) -> list[int]:
-        """Running jobs matching ``holder`` -> interrupted, each with its member's turn given
-        back, so they run again in their order (DESIGN §7) before their members' later jobs."""
-        g = generations.c
-        rows = (
-            await conn.execute(
-                update(generations)
-                .where(g.status == GenerationStatus.RUNNING, holder)
-                .values(status=GenerationStatus.INTERRUPTED, claimed_by=None)
-                .returning(g.id, g.user_id, g.queue_turn, g.served_before)
-            )
-        ).all()
-        for row in rows:
-            await self._give_turn_back(conn, row.user_id, row.queue_turn, row.served_before)
-        return sorted(row.id for row in rows)
-
-    @staticmethod
-    async def _give_turn_back(
-        conn: AsyncConnection, user_id: int, turn: int | None, served_before: int | None
-    ) -> None:
-        """Undo a claim's turn, unless the member has been served again since."""
-        if turn is None:
-            return
-        m = queue_members.c
-        await conn.execute(
-            update(queue_members)
-            .where(m.user_id == user_id, m.last_served == turn)
-            .values(last_served=served_before or 0)
-        )
 
     # -- claims ---------------------------------------------------------------------------
 
@@ -359,7 +262,7 @@ class JobQueueRepository:
             ).first()
             if row is None:
                 return None
-            await self._give_turn_back(
+            await give_turn_back(
                 conn, generation.user_id, generation.queue_turn, generation.served_before
             )
             pause = None
@@ -471,6 +374,34 @@ class JobQueueRepository:
         return result.rowcount > 0
 
 
+async def _give_turn_back(
+    conn: AsyncConnection, user_id: int, turn: int | None, served_before: int | None
+) -> None:
+    """Undo a claim's turn, unless the member has been served again since."""
+    if turn is None:
+        return
+    m = queue_members.c
+    await conn.execute(
+        update(queue_members)
+        .where(m.user_id == user_id, m.last_served == turn)
+        .values(last_served=served_before or 0)
+    )
+
+
+async def give_turn_back(
+    conn: AsyncConnection, user_id: int, turn: int | None, served_before: int | None
+) -> None:
+    """Undo a claim's turn, unless the member has been served again since."""
+    if turn is None:
+        return
+    m = queue_members.c
+    await conn.execute(
+        update(queue_members)
+        .where(m.user_id == user_id, m.last_served == turn)
+        .values(last_served=served_before or 0)
+    )
+
+
 def _limit(live_limit: int | None, max_concurrent: int) -> int:
     """The live cap: this process's setting, or less while the API is rate limiting us."""
     return max_concurrent if live_limit is None else min(live_limit, max_concurrent)
@@ -498,7 +429,6 @@ def replay_order(waiting: Sequence[tuple[int, int, int]], turn: int) -> list[int
 
 __all__ = [
     "WAITING",
-    "Heartbeat",
     "JobQueueRepository",
     "NoClaim",
     "Refusal",

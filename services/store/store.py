@@ -22,6 +22,7 @@ from services.store.guild_settings import GuildSettingsRepository
 from services.store.job_queue import JobQueueRepository
 from services.store.meta import MetaRepository
 from services.store.migrations import migrate
+from services.store.workers import WorkerRepository
 
 Clock = Callable[[], datetime]
 #: PostgreSQL advisory lock key held by an admission that checks budgets ("fluxbud$" in ASCII).
@@ -30,8 +31,9 @@ _ADMISSION_LOCK = int.from_bytes(b"fluxbud$", "big")
 
 class Store:
     """All persistence for the bot: ``store.generations``, ``store.guild_settings``,
-    ``store.meta``, ``store.api_attempts``, ``store.budgets``, ``store.queue``. Open with
-    ``await Store.open(url)``; close with ``close()`` or ``async with``.
+    ``store.meta``, ``store.api_attempts``, ``store.budgets``, ``store.queue``,
+    ``store.workers``. Open with ``await Store.open(url)``; close with ``close()`` or
+    ``async with``.
     """
 
     def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
@@ -51,6 +53,7 @@ class Store:
         self.api_attempts = ApiAttemptRepository(engine, write=self._write, now=self._now)
         self.budgets = BudgetRepository(engine, write=self._write, now=self._now)
         self.queue = JobQueueRepository(engine, write=self._write, now=self._now)
+        self.workers = WorkerRepository(engine, write=self._write, now=self._now)
 
     @classmethod
     async def open(cls, url: str, *, clock: Clock = utc_now) -> Self:

@@ -124,6 +124,7 @@ async def make_queue(store: Store, runner: GatedRunner, clock: FakeClock):
         queue = JobQueue(
             runner,  # type: ignore[arg-type]
             store.queue,
+            store.workers,
             max_concurrent=concurrent,
             max_per_user=per_user,
             sleep=clock.sleep,

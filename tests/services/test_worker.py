@@ -81,7 +81,9 @@ async def claim(store: Store) -> Job:
 
     claimed = await store.queue.claim("test-worker", max_concurrent=4)
     assert isinstance(claimed, Generation), claimed
-    return Job(claimed, JobQueue(never, store.queue, max_concurrent=4, max_per_user=5))
+    return Job(
+        claimed, JobQueue(never, store.queue, store.workers, max_concurrent=4, max_per_user=5)
+    )
 
 
 def worker(
@@ -301,7 +303,7 @@ async def test_a_job_answered_before_a_crash_is_posted_once_and_never_paid_twice
     result = await api.generate({})
     await job.answered(result.model_dump_json(), result.seed)
     # The process dies here: its lease runs out, and another process takes the job up.
-    assert await store.queue.retire_worker("test-worker") == [generation.id]
+    assert await store.workers.retire("test-worker") == [generation.id]
     publisher = RecordingPublisher(store, posted_before)
     await worker(store, api, publisher, T0)(await claim(store))
 

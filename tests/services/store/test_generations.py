@@ -172,7 +172,7 @@ async def test_done_needs_running_and_unknown_ids_do_nothing(store: Store) -> No
 async def test_failed_keeps_plain_error_and_interrupted_resumes(store: Store) -> None:
     job = await store.generations.create(new())
     await mark_running(store, job.id)
-    assert await store.queue.retire_worker("tests") == [job.id]  # the process stopped
+    assert await store.workers.retire("tests") == [job.id]  # the process stopped
     interrupted = await store.generations.get(job.id)
     assert interrupted is not None and interrupted.status is GenerationStatus.INTERRUPTED
     rerun = await mark_running(store, job.id, T0 + timedelta(minutes=1))
@@ -184,7 +184,7 @@ async def test_failed_keeps_plain_error_and_interrupted_resumes(store: Store) ->
     assert failed is not None and failed.status is GenerationStatus.FAILED
     assert failed.finished_at == T0 + timedelta(minutes=2)
     assert failed.error == "The image service is down. Press Reroll to retry."
-    assert await store.queue.retire_worker("tests") == []
+    assert await store.workers.retire("tests") == []
 
 
 async def test_unfinished_oldest_first_and_crash_marking(store: Store, clock: FakeClock) -> None:
@@ -201,8 +201,8 @@ async def test_unfinished_oldest_first_and_crash_marking(store: Store, clock: Fa
     assert [g.id for g in await store.generations.unfinished()] == [early.id, middle.id, late.id]
     clock.now += timedelta(minutes=1)  # the process running ``middle`` died a minute ago
     lease = timedelta(seconds=30)
-    assert (await store.queue.heartbeat("another", lease=lease)).reaped == 1
-    assert (await store.queue.heartbeat("another", lease=lease)).reaped == 0
+    assert (await store.workers.heartbeat("another", lease=lease)).reaped == 1
+    assert (await store.workers.heartbeat("another", lease=lease)).reaped == 0
     statuses = [g.status for g in await store.generations.unfinished()]
     assert statuses == [
         GenerationStatus.QUEUED,
@@ -261,7 +261,7 @@ async def test_reopen_after_close_keeps_data(db_url: str) -> None:
         await store.meta.set("k", "v")
     async with await Store.open(db_url) as store:
         # A running job whose process is not registered at all has no lease to wait for.
-        assert (await store.queue.heartbeat("next", lease=timedelta(seconds=30))).reaped == 1
+        assert (await store.workers.heartbeat("next", lease=timedelta(seconds=30))).reaped == 1
         resumed = await store.generations.get(job.id)
         assert resumed is not None
         assert resumed.status is GenerationStatus.INTERRUPTED

@@ -149,30 +149,30 @@ async def test_a_dead_process_loses_its_jobs_and_another_takes_them_up(
     store: Store, clock: FakeClock
 ):
     lease = timedelta(seconds=30)
-    await store.queue.register_worker("dead", "shard 0")
-    await store.queue.register_worker("alive", "shard 1")
+    await store.workers.register("dead", "shard 0")
+    await store.workers.register("alive", "shard 1")
     [job] = await submit(store, 1)
     assert await claimed_id(store, "dead") == job
     clock.now += timedelta(seconds=20)
-    assert (await store.queue.heartbeat("alive", lease=lease)).reaped == 0
+    assert (await store.workers.heartbeat("alive", lease=lease)).reaped == 0
     clock.now += timedelta(seconds=20)  # "dead" last beat 40 s ago; "alive" 20 s ago
-    beat = await store.queue.heartbeat("alive", lease=lease)
+    beat = await store.workers.heartbeat("alive", lease=lease)
     assert beat.alive and beat.reaped == 1
     stored = await store.generations.get(job)
     assert stored is not None and stored.status is GenerationStatus.INTERRUPTED
     assert await claimed_id(store, "alive") == job
     # The dead process, were it only slow, learns it lost its lease; its answer is refused.
-    late = await store.queue.heartbeat("dead", lease=lease)
+    late = await store.workers.heartbeat("dead", lease=lease)
     assert not late.alive
     assert stored.claimed_by is None
 
 
 async def test_a_stopping_process_hands_its_running_jobs_back(store: Store):
     ids = await submit(store, 1, 2, 3)
-    await store.queue.register_worker("w1", "")
+    await store.workers.register("w1", "")
     await claimed_id(store, "w1")
     await claimed_id(store, "w2")
-    assert await store.queue.retire_worker("w1") == [ids[0]]
+    assert await store.workers.retire("w1") == [ids[0]]
     assert await store.queue.depth() == (1, 2)
     assert {await claimed_id(store, "w2"), await claimed_id(store, "w2")} == {ids[0], ids[2]}
 
@@ -181,7 +181,7 @@ async def test_an_answer_from_a_process_that_lost_the_job_is_refused(store: Stor
     [job] = await submit(store, 1)
     claimed = await claim(store, "w1")
     assert isinstance(claimed, Generation)
-    await store.queue.retire_worker("w1")
+    await store.workers.retire("w1")
     assert await claimed_id(store, "w2") == job
     assert await store.queue.answered(claimed, answer="{}", seed=1, max_concurrent=4) is None
 
@@ -209,14 +209,14 @@ async def test_member_active_counts_waiting_and_running_jobs(store: Store):
 async def test_a_job_in_intake_is_never_claimed_and_fails_if_its_process_dies(
     store: Store, clock: FakeClock
 ):
-    await store.queue.register_worker("front", "shard 0")
+    await store.workers.register("front", "shard 0")
     taking_in = await store.generations.create(new(user_id=1), intake_by="front")
     assert taking_in.status is GenerationStatus.INTAKE
     assert await store.queue.member_active(1) == 0, "counted only as it is queued"
     assert await claim(store, "w2") == NoClaim(Refusal.EMPTY)
     await store.generations.set_card(taking_in.id, channel_id=5, message_id=6)
     clock.now += timedelta(minutes=1)  # "front" died while reading the picture
-    beat = await store.queue.heartbeat("w2", lease=timedelta(seconds=30), abandoned_reason="gone")
+    beat = await store.workers.heartbeat("w2", lease=timedelta(seconds=30), abandoned_reason="gone")
     [lost] = beat.abandoned
     assert (lost.id, lost.status, lost.error) == (taking_in.id, GenerationStatus.FAILED, "gone")
     assert lost.card_message_id == 6, "its card can say so"

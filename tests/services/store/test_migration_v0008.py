@@ -26,7 +26,7 @@ async def test_a_job_running_before_the_upgrade_is_taken_up_by_the_queue(db_url:
         await engine.dispose()
     async with await Store.open(db_url) as store:
         assert await store.queue.claim("w", max_concurrent=1) == NoClaim(Refusal.FULL)
-        beat = await store.queue.heartbeat("w", lease=timedelta(seconds=30))
+        beat = await store.workers.heartbeat("w", lease=timedelta(seconds=30))
         assert beat.reaped == 1, "no process holds it: it goes back in line at once"
         claimed = await store.queue.claim("w", max_concurrent=1)
         assert not isinstance(claimed, NoClaim)
