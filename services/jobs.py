@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.backoff import equal_jitter
 from services.errors import UserFacingError
 from services.store import Generation
-from services.store.job_queue import JobQueueRepository, NoClaim, Refusal, Requeued
+from services.store.job_queue import Claimed, JobQueueRepository, NoClaim, Refusal, Requeued
 from services.store.workers import Heartbeat, WorkerRepository
 
 log = logging.getLogger(__name__)
@@ -276,8 +276,14 @@ class JobQueue:
                         self._idle.set()
                     break
                 self.credit_hold = False
-                task = asyncio.create_task(self._run(outcome), name=f"generation-{outcome.id}")
-                self._running[outcome.id] = task
+                job = outcome.generation
+                self._running[job.id] = asyncio.create_task(
+                    self._run(job), name=f"generation-{job.id}"
+                )
+                if not (outcome.others_waiting and outcome.slot_left):
+                    # Another claim would be refused: wait for news, as after a refusal.
+                    self._starved = outcome.others_waiting
+                    break
             await self._wait(self._wake, wait)
 
     def _slot_freed(self) -> None:
@@ -288,7 +294,7 @@ class JobQueue:
         elif not self._running and not self._paused:
             self._idle.set()
 
-    async def _claim(self) -> Generation | NoClaim:
+    async def _claim(self) -> Claimed | NoClaim:
         started = time.perf_counter()
         try:
             return await self._repository.claim(self.worker_id, max_concurrent=self.max_concurrent)

@@ -1,7 +1,7 @@
 """The job queue's truth, shared by every process: claims under leases, fairness, the back-off.
 
 A claim first takes the one ``queue_state`` row (PostgreSQL: its row lock, inside the
-server-side function ``fluxbot_claim`` of migration v0009; SQLite: the database's write lock,
+server-side function ``fluxbot_claim`` of migration v0010; SQLite: the database's write lock,
 ``BEGIN IMMEDIATE``): claims from all processes therefore run one at a time, so the concurrency
 cap is read and used in one step and never overshot. The job itself is picked with
 ``FOR UPDATE SKIP LOCKED``, so a job that a cancel is updating is passed over, not waited for.
@@ -21,9 +21,13 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
+    Float,
     Select,
+    String,
     Update,
     case,
+    column,
     func,
     literal,
     or_,
@@ -41,6 +45,20 @@ from services.store.schema import generations, queue_members, queue_state
 #: Jobs a claim may start: waiting, or put back by a stop or a lost lease.
 WAITING = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
 _STATE = queue_state.c.id == 1
+_JOB_COLUMNS = [col.name for col in generations.c]
+#: ``fluxbot_claim``'s outcome with the started job's columns, typed as the table's.
+_SERVER_CLAIM = text(
+    "SELECT "  # noqa: S608 (names from our own schema, no input)
+    + ", ".join(f"(c.job).{name}" for name in _JOB_COLUMNS)
+    + ", c.outcome, c.retry_in, c.others_waiting, c.slot_left"
+    + " FROM fluxbot_claim(:worker, :cap, :now) AS c"
+).columns(
+    *generations.c,
+    column("outcome", String),
+    column("retry_in", Float),
+    column("others_waiting", Boolean),
+    column("slot_left", Boolean),
+)
 
 
 class Refusal(StrEnum):
@@ -58,6 +76,18 @@ class NoClaim:
     reason: Refusal
     #: Seconds until the back-off is over (``BACKING_OFF`` only).
     retry_in: float | None = None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A started job, and whether another claim could start one now (saves a claim that
+    would only be refused: the dispatcher waits for news instead)."""
+
+    generation: Generation
+    #: Another job was waiting besides this one.
+    others_waiting: bool
+    #: The live cap leaves room for another call.
+    slot_left: bool
 
 
 @dataclass(frozen=True)
@@ -84,80 +114,68 @@ class JobQueueRepository:
 
     # -- claims ---------------------------------------------------------------------------
 
-    async def claim(self, worker_id: str, *, max_concurrent: int) -> Generation | NoClaim:
+    async def claim(self, worker_id: str, *, max_concurrent: int) -> Claimed | NoClaim:
         """Start the next job under the fairness rule, if the cap and the back-off allow."""
         if self._engine.dialect.name == "postgresql":
             return await self._claim_on_server(worker_id, max_concurrent)
+        g, m = generations.c, queue_members.c
         async with self._write() as conn:
+            calling = (
+                select(func.count())
+                .select_from(generations)
+                .where(g.status == GenerationStatus.RUNNING, g.answer.is_(None))
+                .scalar_subquery()
+            )
             state = (
-                await conn.execute(
-                    update(queue_state)
-                    .where(_STATE)
-                    .values(turn=queue_state.c.turn + 1)
-                    .returning(*queue_state.c)
-                )
+                await conn.execute(select(queue_state, calling.label("calling")).where(_STATE))
             ).one()
             now = self._now(None)
-            outcome: Generation | NoClaim | None = self._refusal(state, now)
-            if outcome is None:
-                limit = _limit(state.live_limit, max_concurrent)
-                outcome = await self._start_step_by_step(conn, worker_id, state, now, limit)
-            if isinstance(outcome, Generation):
-                return outcome
-            await conn.rollback()  # the turn was not used: leave nothing written
-            return outcome
-
-    async def _start_step_by_step(
-        self, conn: AsyncConnection, worker_id: str, state: Any, now: datetime, limit: int
-    ) -> Generation | NoClaim:
-        """SQLite: count, pick, start, one statement each, under the database's write lock
-        (one process: the lock is cheap). ``fluxbot_claim`` does the same on PostgreSQL."""
-        g, m = generations.c, queue_members.c
-        calling = await conn.execute(
-            select(func.count())
-            .select_from(generations)
-            .where(g.status == GenerationStatus.RUNNING, g.answer.is_(None))
-        )
-        if calling.scalar_one() >= limit:
-            return NoClaim(Refusal.FULL)
-        pick = (
-            select(g.id, g.user_id, func.coalesce(m.last_served, 0).label("last_served"))
-            .select_from(generations.outerjoin(queue_members, m.user_id == g.user_id))
-            .where(g.status.in_([str(s) for s in WAITING]))
-            .order_by(func.coalesce(m.last_served, 0), g.id)
-            .limit(1)
-        )
-        chosen = (await conn.execute(pick)).first()
-        if chosen is None:
-            return NoClaim(Refusal.EMPTY)
-        started = (
-            await conn.execute(
-                self._start_job(chosen.id, chosen.last_served, worker_id, state, now).returning(*g)
-            )
-        ).one()
-        await conn.execute(self._serve(select(literal(chosen.user_id), literal(state.turn))))
-        return generation_record(started)
-
-    async def _claim_on_server(self, worker_id: str, max_concurrent: int) -> Generation | NoClaim:
-        """PostgreSQL: the claim is one call to ``fluxbot_claim`` (migration v0009), run on its
-        own (autocommit), so the state row's lock is held only while the server runs it."""
-        async with self._autocommit.connect() as conn:
-            row = (
+            limit = _limit(state.live_limit, max_concurrent)
+            refusal = self._refusal(state, now)
+            if refusal is None and state.calling >= limit:
+                refusal = NoClaim(Refusal.FULL)
+            picks: Sequence[Any] = ()
+            if refusal is None:
+                pick = (
+                    select(g.id, g.user_id, func.coalesce(m.last_served, 0).label("last_served"))
+                    .select_from(generations.outerjoin(queue_members, m.user_id == g.user_id))
+                    .where(g.status.in_([str(s) for s in WAITING]))
+                    .order_by(func.coalesce(m.last_served, 0), g.id)
+                    .limit(2)  # the second says whether to claim again at once
+                )
+                picks = (await conn.execute(pick)).all()
+                refusal = None if picks else NoClaim(Refusal.EMPTY)
+            if refusal is not None:
+                await conn.rollback()  # nothing was written: end the read
+                return refusal
+            chosen, turn = picks[0], state.turn + 1
+            await conn.execute(update(queue_state).where(_STATE).values(turn=turn))
+            started = (
                 await conn.execute(
-                    text(
-                        "SELECT outcome, retry_in, job_id FROM fluxbot_claim(:worker, :cap, :now)"
-                    ),
-                    {"worker": worker_id, "cap": max_concurrent, "now": self._now(None)},
+                    self._start_job(
+                        chosen.id, chosen.last_served, worker_id, turn, state.epoch, now
+                    ).returning(*g)
                 )
             ).one()
-            if row.outcome != "claimed":
-                return NoClaim(Refusal(row.outcome), row.retry_in)
-            started = await conn.execute(select(generations).where(generations.c.id == row.job_id))
-            return generation_record(started.one())
+            await conn.execute(self._serve(select(literal(chosen.user_id), literal(turn))))
+            return Claimed(generation_record(started), len(picks) > 1, state.calling + 1 < limit)
+
+    async def _claim_on_server(self, worker_id: str, max_concurrent: int) -> Claimed | NoClaim:
+        """PostgreSQL: the claim is one call to ``fluxbot_claim`` (migration v0010), run on its
+        own (autocommit), so the state row's lock is held only while the server runs it; the
+        started job comes back with its outcome."""
+        async with self._autocommit.connect() as conn:
+            parameters = {"worker": worker_id, "cap": max_concurrent, "now": self._now(None)}
+            row = (await conn.execute(_SERVER_CLAIM, parameters)).one()
+        if row.outcome != "claimed":
+            return NoClaim(Refusal(row.outcome), row.retry_in)
+        fields = row._mapping
+        started = Generation.model_validate({name: fields[name] for name in _JOB_COLUMNS})
+        return Claimed(started, row.others_waiting, row.slot_left)
 
     @staticmethod
     def _start_job(
-        job_id: Any, served_before: Any, worker_id: str, state: Any, now: datetime
+        job_id: Any, served_before: Any, worker_id: str, turn: int, epoch: int, now: datetime
     ) -> Update:
         g = generations.c
         return (
@@ -169,9 +187,9 @@ class JobQueueRepository:
                 started_at=now,
                 attempts=g.attempts + 1,
                 error=None,
-                queue_turn=state.turn,
+                queue_turn=turn,
                 served_before=served_before,
-                throttle_epoch=state.epoch,
+                throttle_epoch=epoch,
             )
         )
 
@@ -372,20 +390,6 @@ class JobQueueRepository:
                 .values(credit_hold=held)
             )
         return result.rowcount > 0
-
-
-async def _give_turn_back(
-    conn: AsyncConnection, user_id: int, turn: int | None, served_before: int | None
-) -> None:
-    """Undo a claim's turn, unless the member has been served again since."""
-    if turn is None:
-        return
-    m = queue_members.c
-    await conn.execute(
-        update(queue_members)
-        .where(m.user_id == user_id, m.last_served == turn)
-        .values(last_served=served_before or 0)
-    )
 
 
 async def give_turn_back(

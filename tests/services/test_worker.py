@@ -21,7 +21,7 @@ from services.model_registry import (
     model_entry,
 )
 from services.store import Generation, GenerationStatus, Store
-from services.store.job_queue import NoClaim, Refusal
+from services.store.job_queue import Claimed, NoClaim, Refusal
 from services.worker import BUSY_TOO_LONG, GenerationWorker, ReferenceUnreadable
 from tests import images
 from tests.services.store.records import new
@@ -80,9 +80,10 @@ async def claim(store: Store) -> Job:
         raise AssertionError("the test runs the worker itself")
 
     claimed = await store.queue.claim("test-worker", max_concurrent=4)
-    assert isinstance(claimed, Generation), claimed
+    assert isinstance(claimed, Claimed), claimed
     return Job(
-        claimed, JobQueue(never, store.queue, store.workers, max_concurrent=4, max_per_user=5)
+        claimed.generation,
+        JobQueue(never, store.queue, store.workers, max_concurrent=4, max_per_user=5),
     )
 
 

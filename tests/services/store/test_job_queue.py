@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from services.store import Generation, GenerationStatus, Store
-from services.store.job_queue import NoClaim, Refusal
+from services.store.job_queue import Claimed, NoClaim, Refusal
 from tests.services.store.records import FakeClock, new
 
 pytestmark = pytest.mark.usefixtures("clock")
@@ -20,7 +20,8 @@ async def submit(store: Store, *users: int) -> list[int]:
 
 
 async def claim(store: Store, worker: str = "w1", cap: int = 4) -> Generation | NoClaim:
-    return await store.queue.claim(worker, max_concurrent=cap)
+    outcome = await store.queue.claim(worker, max_concurrent=cap)
+    return outcome.generation if isinstance(outcome, Claimed) else outcome
 
 
 async def claimed_id(store: Store, worker: str = "w1", cap: int = 4) -> int:
@@ -69,6 +70,21 @@ async def test_the_cap_counts_calls_in_flight_in_every_process_not_deliveries(st
     assert await claim(store, "w2", cap=2) == NoClaim(Refusal.FULL)
     await answer(store, ids[0], cap=2)  # answered: posting needs no API slot
     assert await claimed_id(store, "w2", cap=2) == ids[2]
+
+
+async def test_a_claim_says_whether_another_would_start_a_job_now(store: Store):
+    await submit(store, 1, 2, 3)
+    first = await store.queue.claim("w1", max_concurrent=2)
+    assert isinstance(first, Claimed)
+    assert (first.others_waiting, first.slot_left) == (True, True)
+    second = await store.queue.claim("w1", max_concurrent=2)
+    assert isinstance(second, Claimed)
+    assert (second.others_waiting, second.slot_left) == (True, False), "the cap is reached"
+    await answer(store, first.generation.id, cap=2)
+    third = await store.queue.claim("w1", max_concurrent=2)
+    assert isinstance(third, Claimed)
+    assert (third.others_waiting, third.slot_left) == (False, False), "the last one waiting"
+    assert await claim(store, "w1", cap=2) == NoClaim(Refusal.FULL)
 
 
 async def test_many_processes_claiming_at_once_never_exceed_the_cap(db_url: str, store: Store):

@@ -8,7 +8,7 @@ from sqlalchemy import update
 
 from services.parameters import GenerationParameters
 from services.store import GenerationStatus, Store, make_engine, migrate
-from services.store.job_queue import NoClaim, Refusal
+from services.store.job_queue import Claimed, NoClaim, Refusal
 from tests.services.store.records import V1_GENERATIONS, v1_row
 
 
@@ -29,6 +29,7 @@ async def test_a_job_running_before_the_upgrade_is_taken_up_by_the_queue(db_url:
         beat = await store.workers.heartbeat("w", lease=timedelta(seconds=30))
         assert beat.reaped == 1, "no process holds it: it goes back in line at once"
         claimed = await store.queue.claim("w", max_concurrent=1)
-        assert not isinstance(claimed, NoClaim)
-        assert claimed.status is GenerationStatus.RUNNING and claimed.attempts == 1
+        assert isinstance(claimed, Claimed)
+        assert claimed.generation.status is GenerationStatus.RUNNING
+        assert claimed.generation.attempts == 1
         assert not await store.queue.credit_hold()

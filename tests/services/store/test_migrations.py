@@ -75,7 +75,7 @@ async def test_upgrade_from_v1_database(sqlite_url: str) -> None:
         await engine.dispose()
 
     async with await Store.open(sqlite_url) as store:
-        assert await current_version(store.engine) == SCHEMA_VERSION == 9
+        assert await current_version(store.engine) == SCHEMA_VERSION == 10
         (old,) = await store.generations.unfinished()
         assert (old.parameters.prompt, old.user_id) == ("old", BIG_SNOWFLAKE)
         assert old.parameters.seed == SEED_MAX
@@ -94,7 +94,7 @@ async def test_upgrade_from_v2_adds_guild_settings_and_upload_limit(db_url: str)
     finally:
         await engine.dispose()
     async with await Store.open(db_url) as store:
-        assert await current_version(store.engine) == SCHEMA_VERSION == 9
+        assert await current_version(store.engine) == SCHEMA_VERSION == 10
         await store.guild_settings.save(GuildSettings(guild_id=1, open_rerolls=True), updated_by=2)
         assert (await store.guild_settings.get(1)).open_rerolls
 
@@ -121,7 +121,7 @@ async def test_upgrade_from_v1_with_rows_keeps_every_parameter(db_url: str) -> N
                     | {"seed": 77, "result_message_ids": "[1, 2]", "attempts": 1}
                 )
             )
-        assert await migrate(engine) == SCHEMA_VERSION == 9
+        assert await migrate(engine) == SCHEMA_VERSION == 10
         assert await schema_of(engine) == describe_metadata(metadata, engine.dialect)
         async with engine.connect() as conn:
             stored = (await conn.execute(text("SELECT parameters FROM generations"))).scalars()
