@@ -59,6 +59,8 @@ class Job:
 
     generation: Generation
     _queue: JobQueue = field(repr=False)
+    #: The claim's word: started while the queue was slowed down (see ``Claimed``).
+    throttled: bool = True
 
     @property
     def generation_id(self) -> int:
@@ -222,7 +224,11 @@ class JobQueue:
 
     async def answered(self, job: Job, answer: str, seed: int | None) -> Generation | None:
         stored = await self._repository.answered(
-            job.generation, answer=answer, seed=seed, max_concurrent=self.max_concurrent
+            job.generation,
+            answer=answer,
+            seed=seed,
+            max_concurrent=self.max_concurrent,
+            throttled=job.throttled,
         )
         self._slot_freed()
         return stored
@@ -276,9 +282,9 @@ class JobQueue:
                         self._idle.set()
                     break
                 self.credit_hold = False
-                job = outcome.generation
-                self._running[job.id] = asyncio.create_task(
-                    self._run(job), name=f"generation-{job.id}"
+                job = Job(outcome.generation, self, outcome.throttled)
+                self._running[job.generation_id] = asyncio.create_task(
+                    self._run(job), name=f"generation-{job.generation_id}"
                 )
                 if not (outcome.others_waiting and outcome.slot_left):
                     # Another claim would be refused: wait for news, as after a refusal.
@@ -314,9 +320,10 @@ class JobQueue:
             woken.cancel()
             slept.cancel()
 
-    async def _run(self, generation: Generation) -> None:
+    async def _run(self, job: Job) -> None:
+        generation = job.generation
         try:
-            await self._runner(Job(generation, self))
+            await self._runner(job)
         except asyncio.CancelledError:
             raise
         except Exception:

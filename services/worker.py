@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -126,19 +127,30 @@ class GenerationWorker:
         try:
             if generation.answer is None:
                 result, api_seconds = await self._generate(generation)
-                if await job.answered(_answer_json(result), storable(result.seed)) is None:
+                # Kept while the pictures download: both are done before anything is posted.
+                # The write is shielded: one cut short could leave SQLite's write lock behind.
+                kept = asyncio.ensure_future(
+                    job.answered(_answer_json(result), storable(result.seed))
+                )
+                stored, images = await asyncio.gather(
+                    asyncio.shield(kept),
+                    self._fetch(publisher, generation, result),
+                    return_exceptions=True,
+                )
+                if isinstance(stored, BaseException):
+                    raise stored
+                if stored is None:
                     log.warning("generation %s: lease lost while the API worked", generation.id)
-                    return  # the process that took it over posts it
+                    return  # the process that took it over posts it (a failed download or not)
+                if isinstance(images, BaseException):
+                    raise images
             else:  # answered before a stop or crash: post it, never pay for it twice
                 result = GenerationResult.model_validate_json(generation.answer)
                 if posted := await publisher.posted_results(generation):
                     log.info("generation %s: was posted before the restart", generation.id)
                     await self._done(generation, result, posted, started, None)
                     return
-            # Downloaded once they can be posted: results waiting for a busy channel's thread
-            # budget would otherwise each hold their pictures in memory meanwhile.
-            await publisher.ready_for_results(generation)
-            images = await self._download(result)
+                images = await self._fetch(publisher, generation, result)
             message_ids = await publisher.job_succeeded(generation, result, images)
         except RateLimitedError as exc:
             await self._rate_limited(job, publisher, exc)
@@ -232,7 +244,12 @@ class GenerationWorker:
             self._metrics.api_call(generation.model, result, elapsed)
         return answer, elapsed
 
-    async def _download(self, result: GenerationResult) -> list[bytes]:
+    async def _fetch(
+        self, publisher: Publisher, generation: Generation, result: GenerationResult
+    ) -> list[bytes]:
+        """The result's pictures, once they can be posted: results waiting for a busy channel's
+        thread budget would otherwise each hold their pictures in memory meanwhile."""
+        await publisher.ready_for_results(generation)
         return [
             await self._api.download(image, max_bytes=MAX_RESULT_BYTES) for image in result.images
         ]

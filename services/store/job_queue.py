@@ -50,7 +50,7 @@ _JOB_COLUMNS = [col.name for col in generations.c]
 _SERVER_CLAIM = text(
     "SELECT "  # noqa: S608 (names from our own schema, no input)
     + ", ".join(f"(c.job).{name}" for name in _JOB_COLUMNS)
-    + ", c.outcome, c.retry_in, c.others_waiting, c.slot_left"
+    + ", c.outcome, c.retry_in, c.others_waiting, c.slot_left, c.throttled"
     + " FROM fluxbot_claim(:worker, :cap, :now) AS c"
 ).columns(
     *generations.c,
@@ -58,6 +58,7 @@ _SERVER_CLAIM = text(
     column("retry_in", Float),
     column("others_waiting", Boolean),
     column("slot_left", Boolean),
+    column("throttled", Boolean),
 )
 
 
@@ -88,6 +89,9 @@ class Claimed:
     others_waiting: bool
     #: The live cap leaves room for another call.
     slot_left: bool
+    #: The queue was slowed down (a 429) and not yet back to full speed when it started:
+    #: only then can its answer earn a slot back (``answered``).
+    throttled: bool = True
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,12 @@ class JobQueueRepository:
                 )
             ).one()
             await conn.execute(self._serve(select(literal(chosen.user_id), literal(turn))))
-            return Claimed(generation_record(started), len(picks) > 1, state.calling + 1 < limit)
+            return Claimed(
+                generation_record(started),
+                others_waiting=len(picks) > 1,
+                slot_left=state.calling + 1 < limit,
+                throttled=state.live_limit is not None or state.strikes > 0,
+            )
 
     async def _claim_on_server(self, worker_id: str, max_concurrent: int) -> Claimed | NoClaim:
         """PostgreSQL: the claim is one call to ``fluxbot_claim`` (migration v0010), run on its
@@ -171,7 +180,7 @@ class JobQueueRepository:
             return NoClaim(Refusal(row.outcome), row.retry_in)
         fields = row._mapping
         started = Generation.model_validate({name: fields[name] for name in _JOB_COLUMNS})
-        return Claimed(started, row.others_waiting, row.slot_left)
+        return Claimed(started, row.others_waiting, row.slot_left, row.throttled)
 
     @staticmethod
     def _start_job(
@@ -212,11 +221,19 @@ class JobQueueRepository:
         return None
 
     async def answered(
-        self, generation: Generation, *, answer: str, seed: int | None, max_concurrent: int
+        self,
+        generation: Generation,
+        *,
+        answer: str,
+        seed: int | None,
+        max_concurrent: int,
+        throttled: bool = True,
     ) -> Generation | None:
         """The API answered: keep the answer and the seed, free the job's API slot, and (for a
         job started since the last slow-down) earn one slot of the live cap back.
 
+        ``throttled=False`` (the claim's word: the queue was at full speed) skips the earn-back:
+        a slow-down since then began a new epoch, which this job's answer cannot lift.
         ``None``: the job is no longer this process's (its lease was lost meanwhile).
         """
         g, s = generations.c, queue_state.c
@@ -233,7 +250,7 @@ class JobQueueRepository:
                     .returning(*g)
                 )
             ).first()
-            if generation.throttle_epoch is not None:
+            if throttled and generation.throttle_epoch is not None:
                 raised = s.live_limit + 1
                 await conn.execute(
                     update(queue_state)

@@ -1,9 +1,11 @@
 """PostgreSQL: ``fluxbot_claim`` also returns the job it started and whether to claim again.
 
-Two round trips per job went away: the read of the started job (it comes back from the
-function's own ``UPDATE ... RETURNING``), and the claim that would only have found the queue
-empty or full (it says whether another job waits and whether a slot is left). Otherwise the
-claim is v0009's, step for step. SQLite keeps its claim in ``services/store/job_queue.py``.
+Three round trips per job went away: the read of the started job (it comes back from the
+function's own ``UPDATE ... RETURNING``); the claim that would only have found the queue empty
+or full (it says whether another job waits and whether a slot is left); and, when the queue was
+at full speed as the job started (``throttled`` false), the answer's write to earn a slot back,
+as there is none to earn. Otherwise the claim is v0009's, step for step. SQLite keeps its claim
+in ``services/store/job_queue.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ CLAIM_FUNCTION = """
 CREATE FUNCTION fluxbot_claim(p_worker varchar, p_max integer, p_now timestamptz)
 RETURNS TABLE (
     outcome text, retry_in double precision, others_waiting boolean, slot_left boolean,
-    job generations
+    throttled boolean, job generations
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -28,13 +30,13 @@ DECLARE
 BEGIN
     SELECT * INTO st FROM queue_state WHERE id = 1 FOR UPDATE;
     IF st.credit_hold THEN
-        RETURN QUERY SELECT 'credit-hold'::text, NULL::double precision, false, false,
+        RETURN QUERY SELECT 'credit-hold'::text, NULL::double precision, false, false, false,
             NULL::generations;
         RETURN;
     END IF;
     IF st.resume_at IS NOT NULL AND st.resume_at > p_now THEN
         RETURN QUERY SELECT 'backing-off'::text,
-            EXTRACT(EPOCH FROM st.resume_at - p_now)::double precision, false, false,
+            EXTRACT(EPOCH FROM st.resume_at - p_now)::double precision, false, false, false,
             NULL::generations;
         RETURN;
     END IF;
@@ -42,7 +44,7 @@ BEGIN
     SELECT count(*) INTO busy FROM generations g
         WHERE g.status = 'running' AND g.answer IS NULL;
     IF busy >= cap THEN
-        RETURN QUERY SELECT 'full'::text, NULL::double precision, false, false,
+        RETURN QUERY SELECT 'full'::text, NULL::double precision, false, false, false,
             NULL::generations;
         RETURN;
     END IF;
@@ -53,7 +55,7 @@ BEGIN
         LIMIT 1
         FOR UPDATE OF g SKIP LOCKED;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT 'empty'::text, NULL::double precision, false, false,
+        RETURN QUERY SELECT 'empty'::text, NULL::double precision, false, false, false,
             NULL::generations;
         RETURN;
     END IF;
@@ -70,7 +72,8 @@ BEGIN
         SELECT 1 FROM generations g
         WHERE g.status IN ('queued', 'interrupted') AND g.id <> picked.id
     );
-    RETURN QUERY SELECT 'claimed'::text, NULL::double precision, another, busy + 1 < cap, started;
+    RETURN QUERY SELECT 'claimed'::text, NULL::double precision, another, busy + 1 < cap,
+        st.live_limit IS NOT NULL OR st.strikes > 0, started;
 END
 $$
 """

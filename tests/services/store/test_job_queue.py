@@ -161,6 +161,27 @@ async def test_backoff_without_retry_after_grows_and_a_success_resets_it(
     assert job != later
 
 
+async def test_a_claim_says_whether_its_answer_can_earn_a_slot_back(
+    store: Store, clock: FakeClock
+):
+    await submit(store, 1, 2, 3)
+    calm = await store.queue.claim("w1", max_concurrent=2)
+    assert isinstance(calm, Claimed) and not calm.throttled
+    slowed = await store.queue.requeue(
+        calm.generation, rate_limited=True, retry_after=1, max_concurrent=2
+    )
+    assert slowed is not None and await store.queue.live_limit(2) == 1
+    clock.now += timedelta(seconds=1)
+    during = await store.queue.claim("w1", max_concurrent=2)
+    assert isinstance(during, Claimed) and during.throttled
+    assert await store.queue.answered(
+        during.generation, answer="{}", seed=1, max_concurrent=2, throttled=during.throttled
+    )
+    assert await store.queue.live_limit(2) == 2, "one success earned the slot back"
+    after = await store.queue.claim("w1", max_concurrent=2)
+    assert isinstance(after, Claimed) and not after.throttled
+
+
 async def test_a_dead_process_loses_its_jobs_and_another_takes_them_up(
     store: Store, clock: FakeClock
 ):
