@@ -213,16 +213,17 @@ def patched_size_png(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-def handmade_png(width: int, height: int, raw: bytes, *, level: int = 6) -> bytes:
-    """An 8-bit RGB PNG around ``raw`` (rows of a filter type byte and 3 × ``width`` bytes, or
-    anything else), with valid CRCs: what a crafted file or a buggy encoder can produce."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", ihdr)
-        + _chunk(b"IDAT", zlib.compress(raw, level))
-        + _chunk(b"IEND", b"")
-    )
+def png_with_broken_deflate(width: int = 64, height: int = 48) -> bytes:
+    """A plain PNG whose pixel stream no longer inflates, every CRC recomputed to match: its
+    container is whole, its pixels are not (only a file made on purpose is like this)."""
+    data = bytearray(photo_like_png(width, height))
+    idat = 8 + 25  # the signature, then IHDR (length, type, 13 bytes, CRC)
+    length, kind = struct.unpack_from(">I4s", data, idat)
+    assert kind == b"IDAT"
+    data[idat + 8 + length // 2] ^= 0xFF  # inside the deflate data
+    end = idat + 8 + length
+    struct.pack_into(">I", data, end, zlib.crc32(bytes(data[idat + 4 : end])))
+    return bytes(data)
 
 
 def jpeg_with_jfif_thumbnail(width: int = 32, height: int = 16) -> bytes:

@@ -55,6 +55,35 @@ async def test_a_file_that_lies_becomes_a_plain_refusal_on_the_card(
     assert stored.error is not None and words in stored.error
 
 
+@pytest.mark.parametrize(
+    "data",
+    [images.png_with_broken_deflate, lambda: images.patched_size_png(512, 512)],
+    ids=["broken-deflate", "rows-missing"],
+)
+async def test_pixels_broken_behind_valid_checksums_are_refused_by_the_api_unbilled(
+    world: World, data
+):
+    # A whole container is all the bot checks before re-hosting a plain PNG as it is: such a
+    # file is only ever made on purpose, and the API refuses it (a 400, not billed).
+    crafted = data()
+    interaction = await world.imagine(attachment=world.upload(crafted))
+    card_id = await world.card_of(interaction)
+    notice = await world.result_in(card_id)
+    card = await world.card_status(card_id, "❌ Failed")
+
+    refusal = "The image service refused the request: The file at image_url is not a supported"
+    assert notice["content"].startswith(f"❌ This image could not be made: {refusal}")
+    assert "fluxbot:reroll:" in str(notice["components"])  # its buttons stay
+    assert world.discord.attachment_bytes(card["attachments"][0]) == crafted  # as it was
+    assert world.api.calls == 1 and world.api.spent == 0  # a 400: not retried, not billed
+    assert world.bot is not None
+    stored = await world.bot.store.generations.latest_for_card(card_id)
+    assert stored is not None and stored.status is GenerationStatus.FAILED
+    assert stored.error is not None and refusal in stored.error
+    attempts = await world.bot.store.api_attempts.for_generation(stored.id)
+    assert [(a.status, a.usd_nanos) for a in attempts] == [(400, 0)]
+
+
 # -- what the interaction itself declares: a private answer before any card ----------------------
 
 
