@@ -161,9 +161,7 @@ async def test_backoff_without_retry_after_grows_and_a_success_resets_it(
     assert job != later
 
 
-async def test_a_claim_says_whether_its_answer_can_earn_a_slot_back(
-    store: Store, clock: FakeClock
-):
+async def test_a_claim_says_whether_its_answer_can_earn_a_slot_back(store: Store, clock: FakeClock):
     await submit(store, 1, 2, 3)
     calm = await store.queue.claim("w1", max_concurrent=2)
     assert isinstance(calm, Claimed) and not calm.throttled
