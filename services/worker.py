@@ -126,17 +126,22 @@ class GenerationWorker:
         api_seconds: float | None = None
         try:
             if generation.answer is None:
-                result, api_seconds = await self._generate(generation)
-                # Kept while the pictures download: both are done before anything is posted.
-                # The write is shielded: one cut short could leave SQLite's write lock behind.
+                result, api_seconds, attempt = await self._generate(generation)
+                # The answer and its cost are stored while the pictures download: all three are
+                # done before anything is posted. The writes are shielded: one cut short could
+                # leave SQLite's write lock behind.
                 kept = asyncio.ensure_future(
                     job.answered(_answer_json(result), storable(result.seed))
                 )
-                stored, images = await asyncio.gather(
+                costed = asyncio.ensure_future(self._record(generation, attempt))
+                stored, cost, images = await asyncio.gather(
                     asyncio.shield(kept),
+                    asyncio.shield(costed),
                     self._fetch(publisher, generation, result),
                     return_exceptions=True,
                 )
+                if isinstance(cost, BaseException):
+                    raise cost
                 if isinstance(stored, BaseException):
                     raise stored
                 if stored is None:
@@ -169,7 +174,9 @@ class GenerationWorker:
         else:
             await self._done(generation, result, message_ids, started, api_seconds)
 
-    async def _generate(self, generation: Generation) -> tuple[GenerationResult, float]:
+    async def _generate(
+        self, generation: Generation
+    ) -> tuple[GenerationResult, float, ApiAttempt | None]:
         """The API call, with every reference at a URL it can fetch now."""
         image_urls = await self._publisher().fresh_reference_urls(generation)
         entry = model_entry(generation.model)
@@ -205,8 +212,10 @@ class GenerationWorker:
             result.inference_seconds,
         )
 
-    async def _record(self, generation: Generation, attempt: ApiAttempt) -> None:
+    async def _record(self, generation: Generation, attempt: ApiAttempt | None) -> None:
         """Each attempt's ids and cost, stored with the job as the API answers (DESIGN §10)."""
+        if attempt is None:
+            return
         record = attempt_record(generation, attempt)
         await self._store.api_attempts.record(record)
         self._metrics.spent(generation.model, float(nanos_to_usd(record.usd_nanos)))
@@ -224,16 +233,25 @@ class GenerationWorker:
 
     async def _call_api(
         self, generation: Generation, body: dict[str, Any]
-    ) -> tuple[GenerationResult, float]:
-        """The generation call, timed for the API latency histogram whatever its end."""
+    ) -> tuple[GenerationResult, float, ApiAttempt | None]:
+        """The generation call, timed for the API latency histogram whatever its end; with the
+        attempt that answered, whose record the caller stores beside the answer."""
         started = time.monotonic()
         result = "error"
+        answered_by: list[ApiAttempt] = []
+
+        async def on_attempt(attempt: ApiAttempt) -> None:
+            if attempt.outcome == "ok":
+                answered_by.append(attempt)
+            else:
+                await self._record(generation, attempt)
+
         try:
             answer = await self._api.generate(
                 body,
                 retry_rate_limited=False,
                 client_request_id=client_request_id(generation),
-                on_attempt=lambda attempt: self._record(generation, attempt),
+                on_attempt=on_attempt,
             )
             result = "ok"
         except RateLimitedError:
@@ -242,7 +260,7 @@ class GenerationWorker:
         finally:
             elapsed = time.monotonic() - started
             self._metrics.api_call(generation.model, result, elapsed)
-        return answer, elapsed
+        return answer, elapsed, answered_by[-1] if answered_by else None
 
     async def _fetch(
         self, publisher: Publisher, generation: Generation, result: GenerationResult
