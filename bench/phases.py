@@ -107,6 +107,7 @@ async def world(
     members: int | None = None,
     channels: int | None = None,
     channel_write_limit: tuple[int, float] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> AsyncIterator[tuple[Server, BotProcess]]:
     async with Server.running(
         latency=latency,
@@ -120,7 +121,7 @@ async def world(
     ) as server:
         name = f"{name}-{opts.engine}"
         async with database(opts, name) as db:
-            settings = bot_settings(opts, server, concurrency=concurrency, db=db)
+            settings = bot_settings(opts, server, concurrency=concurrency, db=db) | (extra or {})
             log = opts.log_dir / f"{name}.log"
             profile = opts.log_dir / f"{name}.py-spy.txt" if opts.profile else None
             async with bot_process(
@@ -393,29 +394,35 @@ async def leak(opts: Options, label: str = "C") -> Figures:
     return figures
 
 
-#: The two processes of phase R: the bot, and the bare relay that is its floor.
-CONTENDERS = {"bot": MODULE, "relay": "bench.relay"}
+#: The processes of phase R, each with the settings it adds: the bot; the bare relay that is
+#: its floor; and the relay that also keeps the card's copy of the member's picture.
+CONTENDERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bot": (MODULE, {}),
+    "relay": ("bench.relay", {}),
+    "relay_copy": ("bench.relay", {"relay_copies_reference": True}),
+}
 #: After the last result, time for what a job still does (the bot's last card edits).
 SETTLE_SECONDS = 2.0
 
 
 async def relay_comparison(opts: Options, label: str = "R") -> Figures:
-    """The same paced /imagine workload, on fresh fakes, against the bot and the bare relay.
+    """The same paced /imagine workload, on fresh fakes, against the bot and the relays.
 
     Commands are paced (one every ``relay_interval``) rather than fired in one burst, so the
     result path is measured as a member meets it, not as a queue behind other results or
     Discord's rate limits (phase A's subject). Every result is a ~1.5 MB PNG within the upload
     limit, so both post the API's bytes as they are; the bot's CPU per job includes its intake
-    (card, thread, re-hosted reference, card edits). The two alternate over ``relay_rounds``
-    rounds, so a change in the machine's load (other processes) falls on both.
+    (card, thread, re-hosted reference, card edits). They take turns over ``relay_rounds``
+    rounds, so a change in the machine's load (other processes) falls on all.
     """
     rounds = max(1, opts.relay_rounds)
     per_round = max(1, opts.relay_jobs // rounds)
     figures = Figures(
         label,
         f"{per_round * rounds} /imagine from {opts.members} members, one every "
-        f"{opts.relay_interval:g} s, to the bot and to a bare relay (bench/relay.py), "
-        f"alternating over {rounds} round(s); API latency {opts.latency:g} s; "
+        f"{opts.relay_interval:g} s, to the bot, to a bare relay (bench/relay.py) and to the "
+        f"relay keeping the card's copy of each picture, taking turns over {rounds} round(s); "
+        f"API latency {opts.latency:g} s; "
         f"{opts.width}×{opts.height} PNG results posted unchanged; Discord per-route limit "
         f"{opts.bucket_limit}/{opts.bucket_window:g} s",
     )
@@ -424,7 +431,7 @@ async def relay_comparison(opts: Options, label: str = "R") -> Figures:
         for name in CONTENDERS
     }
     for round_number in range(rounds):
-        for name, module in CONTENDERS.items():
+        for name, (module, extra) in CONTENDERS.items():
             total = totals[name]
             async with world(
                 opts,
@@ -434,6 +441,7 @@ async def relay_comparison(opts: Options, label: str = "R") -> Figures:
                 bucket_limit=opts.bucket_limit,
                 module=module,
                 monitor=False,
+                extra=extra,
             ) as (server, process):
                 await process.ask("reset")
                 cpu = process.cpu_seconds()

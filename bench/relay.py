@@ -8,6 +8,10 @@ re-hosted reference, no card edits. Run against the same kind of fakes in the sa
 denominators of the benchmark's ratios: milliseconds differ from machine to machine, the ratio
 to this floor measured minutes apart on the same machine does not (issue 10).
 
+With ``RELAY_COPIES_REFERENCE=true`` it also keeps the copy of the member's picture that DESIGN
+§5 asks for (read the attachment, attach it to the answer by an edit), and nothing else: the
+floor for what issue 10's CPU target includes ("re-host"), shown beside the bare one.
+
 Speaks tests/botprocess.py's protocol: one JSON line of configuration on stdin, then one-line
 commands (``stats``, ``reset``, ``stop``), each answered with one JSON line on stdout.
 """
@@ -19,6 +23,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -37,12 +42,13 @@ log = logging.getLogger("relay")
 
 
 class Relay(discord.Client):
-    def __init__(self, api_base: str, api_key: str) -> None:
+    def __init__(self, api_base: str, api_key: str, *, copy_reference: bool = False) -> None:
         super().__init__(
             intents=discord.Intents.default(), allowed_mentions=discord.AllowedMentions.none()
         )
         self.api_base = api_base
         self.api_key = api_key
+        self.copy_reference = copy_reference
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(imagine)
         self.ready = asyncio.Event()
@@ -60,18 +66,22 @@ class Relay(discord.Client):
             await self.session.close()
         await super().close()
 
-    async def relay(self, interaction: discord.Interaction[Relay], url: str, prompt: str) -> None:
+    async def relay(
+        self, interaction: discord.Interaction[Relay], image: discord.Attachment, prompt: str
+    ) -> None:
         callback = await interaction.response.send_message(f"Remixing: {prompt[:1900]}")
         channel = self.get_partial_messageable(
             interaction.channel_id or 0, guild_id=interaction.guild_id
         )
         if callback.message_id is None:
             return
-        thread = await channel.get_partial_message(callback.message_id).create_thread(
-            name=prompt[:100]
-        )
+        answer = channel.get_partial_message(callback.message_id)
+        thread = await answer.create_thread(name=prompt[:100])
+        if self.copy_reference:
+            copy = discord.File(io.BytesIO(await image.read()), image.filename)
+            await answer.edit(attachments=[copy])
         try:
-            data, seed = await self.generate(url, prompt)
+            data, seed = await self.generate(image.url, prompt)
         except (aiohttp.ClientError, KeyError, IndexError, TypeError) as exc:
             await thread.send(f"❌ {type(exc).__name__}")
             return
@@ -98,7 +108,7 @@ class Relay(discord.Client):
 async def imagine(
     interaction: discord.Interaction[Relay], image: discord.Attachment, prompt: str
 ) -> None:
-    await interaction.client.relay(interaction, image.url, prompt)
+    await interaction.client.relay(interaction, image, prompt)
 
 
 async def main() -> None:
@@ -115,7 +125,8 @@ async def main() -> None:
         sys.stdout.write(json.dumps(payload) + "\n")
         sys.stdout.flush()
 
-    relay = Relay(config["api_base"], config["api_key"])
+    copy_reference = os.environ.get("RELAY_COPIES_REFERENCE") == "true"
+    relay = Relay(config["api_base"], config["api_key"], copy_reference=copy_reference)
     task = asyncio.create_task(relay.start(config["token"]))
     await asyncio.wait_for(relay.ready.wait(), 30)
     answer({"ready": True, "pid_rss": proc_status()})

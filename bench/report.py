@@ -41,7 +41,7 @@ def parse(argv: list[str] | None) -> Options:
         "--queue-latency", type=float, default=1.0, help="API latency in phase B, s (1.0)"
     )
     parser.add_argument(
-        "--relay-jobs", type=int, default=96, help="/imagine sent to each of bot and relay (96)"
+        "--relay-jobs", type=int, default=96, help="/imagine sent to each of bot and relays (96)"
     )
     parser.add_argument(
         "--relay-interval", type=float, default=0.4, help="seconds between them in R (0.4)"
@@ -164,6 +164,12 @@ def rows_for(figures: list[Figures], tag: str = "") -> list[Row]:
             ratio(bot["cpu_per_job"], relay["cpu_per_job"], ms),
             "≤ 2×",
             within("cpu_per_job", 2),
+        )
+        copy = r["relay_copy"]
+        add(
+            "R",
+            "  CPU per job: bot / relay keeping the card's copy",
+            ratio(bot["cpu_per_job"], copy["cpu_per_job"], ms),
         )
         add("R", "peak RSS: bot / relay", ratio(bot["peak_rss_mb"], relay["peak_rss_mb"], mb))
         add(
