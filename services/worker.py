@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -126,36 +125,20 @@ class GenerationWorker:
         api_seconds: float | None = None
         try:
             if generation.answer is None:
-                result, api_seconds, attempt = await self._generate(generation)
-                # The answer and its cost are stored while the pictures download: all three are
-                # done before anything is posted. The writes are shielded: one cut short could
-                # leave SQLite's write lock behind.
-                kept = asyncio.ensure_future(
-                    job.answered(_answer_json(result), storable(result.seed))
-                )
-                costed = asyncio.ensure_future(self._record(generation, attempt))
-                stored, cost, images = await asyncio.gather(
-                    asyncio.shield(kept),
-                    asyncio.shield(costed),
-                    self._fetch(publisher, generation, result),
-                    return_exceptions=True,
-                )
-                if isinstance(cost, BaseException):
-                    raise cost
-                if isinstance(stored, BaseException):
-                    raise stored
-                if stored is None:
+                result, api_seconds = await self._generate(generation)
+                if await job.answered(_answer_json(result), storable(result.seed)) is None:
                     log.warning("generation %s: lease lost while the API worked", generation.id)
-                    return  # the process that took it over posts it (a failed download or not)
-                if isinstance(images, BaseException):
-                    raise images
+                    return  # the process that took it over posts it
             else:  # answered before a stop or crash: post it, never pay for it twice
                 result = GenerationResult.model_validate_json(generation.answer)
                 if posted := await publisher.posted_results(generation):
                     log.info("generation %s: was posted before the restart", generation.id)
                     await self._done(generation, result, posted, started, None)
                     return
-                images = await self._fetch(publisher, generation, result)
+            # Downloaded once they can be posted: results waiting for a busy channel's thread
+            # budget would otherwise each hold their pictures in memory meanwhile.
+            await publisher.ready_for_results(generation)
+            images = await self._download(result)
             message_ids = await publisher.job_succeeded(generation, result, images)
         except RateLimitedError as exc:
             await self._rate_limited(job, publisher, exc)
@@ -174,9 +157,7 @@ class GenerationWorker:
         else:
             await self._done(generation, result, message_ids, started, api_seconds)
 
-    async def _generate(
-        self, generation: Generation
-    ) -> tuple[GenerationResult, float, ApiAttempt | None]:
+    async def _generate(self, generation: Generation) -> tuple[GenerationResult, float]:
         """The API call, with every reference at a URL it can fetch now."""
         image_urls = await self._publisher().fresh_reference_urls(generation)
         entry = model_entry(generation.model)
@@ -212,10 +193,8 @@ class GenerationWorker:
             result.inference_seconds,
         )
 
-    async def _record(self, generation: Generation, attempt: ApiAttempt | None) -> None:
+    async def _record(self, generation: Generation, attempt: ApiAttempt) -> None:
         """Each attempt's ids and cost, stored with the job as the API answers (DESIGN §10)."""
-        if attempt is None:
-            return
         record = attempt_record(generation, attempt)
         await self._store.api_attempts.record(record)
         self._metrics.spent(generation.model, float(nanos_to_usd(record.usd_nanos)))
@@ -233,25 +212,16 @@ class GenerationWorker:
 
     async def _call_api(
         self, generation: Generation, body: dict[str, Any]
-    ) -> tuple[GenerationResult, float, ApiAttempt | None]:
-        """The generation call, timed for the API latency histogram whatever its end; with the
-        attempt that answered, whose record the caller stores beside the answer."""
+    ) -> tuple[GenerationResult, float]:
+        """The generation call, timed for the API latency histogram whatever its end."""
         started = time.monotonic()
         result = "error"
-        answered_by: list[ApiAttempt] = []
-
-        async def on_attempt(attempt: ApiAttempt) -> None:
-            if attempt.outcome == "ok":
-                answered_by.append(attempt)
-            else:
-                await self._record(generation, attempt)
-
         try:
             answer = await self._api.generate(
                 body,
                 retry_rate_limited=False,
                 client_request_id=client_request_id(generation),
-                on_attempt=on_attempt,
+                on_attempt=lambda attempt: self._record(generation, attempt),
             )
             result = "ok"
         except RateLimitedError:
@@ -260,14 +230,9 @@ class GenerationWorker:
         finally:
             elapsed = time.monotonic() - started
             self._metrics.api_call(generation.model, result, elapsed)
-        return answer, elapsed, answered_by[-1] if answered_by else None
+        return answer, elapsed
 
-    async def _fetch(
-        self, publisher: Publisher, generation: Generation, result: GenerationResult
-    ) -> list[bytes]:
-        """The result's pictures, once they can be posted: results waiting for a busy channel's
-        thread budget would otherwise each hold their pictures in memory meanwhile."""
-        await publisher.ready_for_results(generation)
+    async def _download(self, result: GenerationResult) -> list[bytes]:
         return [
             await self._api.download(image, max_bytes=MAX_RESULT_BYTES) for image in result.images
         ]
