@@ -20,7 +20,7 @@ import discord
 from cogs import _render as render
 from cogs._components import card_view
 from services.store import Generation
-from services.store.job_queue import WAITING
+from services.store.queue_reads import WAITING
 
 if TYPE_CHECKING:
     from bot import FluxBot

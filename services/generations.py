@@ -29,7 +29,7 @@ from services.metrics import Metrics, Outcome
 from services.model_registry import DEFAULT_MODEL
 from services.quotas import DailyQuotas
 from services.store import Generation, NewGeneration, Store
-from services.store.job_queue import WAITING
+from services.store.queue_reads import WAITING
 from services.worker import GenerationWorker, NoPublisher, Publisher
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ cap is read and used in one step and never overshot. The job itself is picked wi
 Every transaction that touches ``queue_members`` takes the state row first, as claims do.
 
 Which process holds a running job, and what happens when it falls silent, is
-``services/store/workers.py``.
+``services/store/workers.py``; what the queue's state says, read without changing it,
+``services/store/queue_reads.py``.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,12 +39,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.store.engine import Writer, upsert
 from services.store.generations import record as generation_record
-from services.store.records import ADMITTED, UNFINISHED, Generation, GenerationStatus
+from services.store.queue_reads import STATE_ROW, WAITING, QueueReads, live_cap
+from services.store.records import Generation, GenerationStatus
 from services.store.schema import generations, queue_members, queue_state
 
-#: Jobs a claim may start: waiting, or put back by a stop or a lost lease.
-WAITING = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
-_STATE = queue_state.c.id == 1
 _JOB_COLUMNS = [col.name for col in generations.c]
 #: ``fluxbot_claim``'s outcome with the started job's columns, typed as the table's.
 _SERVER_CLAIM = text(
@@ -101,7 +99,7 @@ class Requeued:
     pause: float | None
 
 
-class JobQueueRepository:
+class JobQueueRepository(QueueReads):
     """``queue_members``, ``queue_state``, and the queue's columns of ``generations``."""
 
     def __init__(
@@ -111,7 +109,7 @@ class JobQueueRepository:
         write: Writer,
         now: Callable[[datetime | None], datetime],
     ) -> None:
-        self._engine = engine
+        super().__init__(engine)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._write = write
         self._now = now
@@ -131,10 +129,10 @@ class JobQueueRepository:
                 .scalar_subquery()
             )
             state = (
-                await conn.execute(select(queue_state, calling.label("calling")).where(_STATE))
+                await conn.execute(select(queue_state, calling.label("calling")).where(STATE_ROW))
             ).one()
             now = self._now(None)
-            limit = _limit(state.live_limit, max_concurrent)
+            limit = live_cap(state.live_limit, max_concurrent)
             refusal = self._refusal(state, now)
             if refusal is None and state.calling >= limit:
                 refusal = NoClaim(Refusal.FULL)
@@ -153,7 +151,7 @@ class JobQueueRepository:
                 await conn.rollback()  # nothing was written: end the read
                 return refusal
             chosen, turn = picks[0], state.turn + 1
-            await conn.execute(update(queue_state).where(_STATE).values(turn=turn))
+            await conn.execute(update(queue_state).where(STATE_ROW).values(turn=turn))
             started = (
                 await conn.execute(
                     self._start_job(
@@ -255,7 +253,7 @@ class JobQueueRepository:
                 await conn.execute(
                     update(queue_state)
                     .where(
-                        _STATE,
+                        STATE_ROW,
                         s.epoch == generation.throttle_epoch,
                         or_(s.strikes > 0, s.live_limit.is_not(None)),
                     )
@@ -286,7 +284,9 @@ class JobQueueRepository:
         async with self._write() as conn:
             # The state row first, as a claim takes it: a claim holding it then serves a member
             # whose row this would otherwise hold while waiting for it (a deadlock).
-            state = (await conn.execute(select(queue_state).where(_STATE).with_for_update())).one()
+            state = (
+                await conn.execute(select(queue_state).where(STATE_ROW).with_for_update())
+            ).one()
             row = (
                 await conn.execute(
                     update(generations)
@@ -309,7 +309,7 @@ class JobQueueRepository:
                         max(0.0, retry_after) if retry_after is not None else backoff(state.strikes)
                     )
                     values = {
-                        "live_limit": max(1, _limit(state.live_limit, max_concurrent) // 2),
+                        "live_limit": max(1, live_cap(state.live_limit, max_concurrent) // 2),
                         "epoch": s.epoch + 1,
                         "strikes": s.strikes + 1,
                     }
@@ -320,7 +320,7 @@ class JobQueueRepository:
                     if state.resume_at is None or state.resume_at < resume_at:
                         values["resume_at"] = resume_at
                 if values:
-                    await conn.execute(update(queue_state).where(_STATE).values(values))
+                    await conn.execute(update(queue_state).where(STATE_ROW).values(values))
         return Requeued(generation_record(row), pause)
 
     async def fail_abandoned(self, generation: Generation, reason: str) -> bool:
@@ -338,72 +338,12 @@ class JobQueueRepository:
             )
         return result.rowcount > 0
 
-    # -- what cards, admission and operators read -----------------------------------------
-
-    async def member_active(self, user_id: int, conn: AsyncConnection | None = None) -> int:
-        """A member's jobs waiting or running, in every process (the per-member cap)."""
-        query = (
-            select(func.count())
-            .select_from(generations)
-            .where(
-                generations.c.user_id == user_id,
-                generations.c.status.in_([str(s) for s in ADMITTED]),
-            )
-        )
-        if conn is not None:
-            return int((await conn.execute(query)).scalar_one())
-        async with self._engine.connect() as own:
-            return int((await own.execute(query)).scalar_one())
-
-    async def dispatch_order(self) -> list[int]:
-        """The waiting jobs' ids in the order claims would start them if nothing else came.
-
-        The claim's rule replayed with a heap: the member served least recently first, within
-        a member the oldest job; a member served goes after everyone served before.
-        """
-        g, m = generations.c, queue_members.c
-        query = (
-            select(g.id, g.user_id, m.last_served)
-            .select_from(generations.outerjoin(queue_members, m.user_id == g.user_id))
-            .where(g.status.in_([str(s) for s in WAITING]))
-            .order_by(g.id)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-            turn = await conn.execute(select(queue_state.c.turn).where(_STATE))
-            last_turn = int(turn.scalar_one())
-        waiting = [(row.id, row.user_id, row.last_served or 0) for row in rows]
-        return replay_order(waiting, last_turn)
-
-    async def depth(self) -> tuple[int, int]:
-        """Running and waiting jobs, whole bot."""
-        status = generations.c.status
-        query = (
-            select(status, func.count())
-            .where(status.in_([str(s) for s in UNFINISHED]))
-            .group_by(status)
-        )
-        async with self._engine.connect() as conn:
-            counts = {row[0]: int(row[1]) for row in await conn.execute(query)}
-        running = counts.get(GenerationStatus.RUNNING, 0)
-        return running, sum(counts.values()) - running
-
-    async def live_limit(self, max_concurrent: int) -> int:
-        async with self._engine.connect() as conn:
-            value = (await conn.execute(select(queue_state.c.live_limit).where(_STATE))).scalar()
-        return _limit(value, max_concurrent)
-
-    async def credit_hold(self) -> bool:
-        async with self._engine.connect() as conn:
-            held = (await conn.execute(select(queue_state.c.credit_hold).where(_STATE))).scalar()
-        return bool(held)
-
     async def set_credit_hold(self, held: bool) -> bool:
         """Hold or release every process's claims; False if it already was so."""
         async with self._write() as conn:
             result = await conn.execute(
                 update(queue_state)
-                .where(_STATE, queue_state.c.credit_hold != held)
+                .where(STATE_ROW, queue_state.c.credit_hold != held)
                 .values(credit_hold=held)
             )
         return result.rowcount > 0
@@ -423,36 +363,9 @@ async def give_turn_back(
     )
 
 
-def _limit(live_limit: int | None, max_concurrent: int) -> int:
-    """The live cap: this process's setting, or less while the API is rate limiting us."""
-    return max_concurrent if live_limit is None else min(live_limit, max_concurrent)
-
-
-def replay_order(waiting: Sequence[tuple[int, int, int]], turn: int) -> list[int]:
-    """``waiting``: (job id, member, member's last turn) in id order -> job ids in start order."""
-    lines: dict[int, list[int]] = {}
-    last: dict[int, int] = {}
-    for job_id, user_id, last_served in waiting:
-        lines.setdefault(user_id, []).append(job_id)
-        last[user_id] = last_served
-    heap = [(last[uid], jobs[0], uid, 0) for uid, jobs in lines.items()]
-    heapq.heapify(heap)
-    order: list[int] = []
-    while heap:
-        _, _, uid, index = heapq.heappop(heap)
-        jobs = lines[uid]
-        order.append(jobs[index])
-        if index + 1 < len(jobs):
-            turn += 1  # served now: after everyone already served
-            heapq.heappush(heap, (turn, jobs[index + 1], uid, index + 1))
-    return order
-
-
 __all__ = [
-    "WAITING",
     "JobQueueRepository",
     "NoClaim",
     "Refusal",
     "Requeued",
-    "replay_order",
 ]

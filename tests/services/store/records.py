@@ -17,8 +17,8 @@ from services.store import (
     schema,
 )
 from services.store.generations import record
-from services.store.job_queue import WAITING
 from services.store.migrations.v0001_initial import generations_v1
+from services.store.queue_reads import WAITING
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 SNOWFLAKE = 1_234_567_890_123_456_789  # 19 digits
