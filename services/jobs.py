@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.backoff import equal_jitter
 from services.errors import UserFacingError
-from services.store import Generation
+from services.store import Generation, NewApiAttempt
 from services.store.job_queue import Claimed, JobQueueRepository, NoClaim, Refusal, Requeued
 from services.store.workers import Heartbeat, WorkerRepository
 
@@ -66,14 +66,17 @@ class Job:
     def generation_id(self) -> int:
         return self.generation.id
 
-    async def answered(self, answer: str, seed: int | None) -> Generation | None:
-        """The API answered: store the answer and free the job's API slot for the next job.
+    async def answered(
+        self, answer: str, seed: int | None, paid: NewApiAttempt | None = None
+    ) -> Generation | None:
+        """The API answered: store the answer (and ``paid``, the attempt that answered, in the
+        cost ledger) and free the job's API slot for the next job.
 
         What is left (download, posting) needs no API capacity; holding the slot through it
         would leave the account's concurrency idle while Discord uploads run. ``None``: this
         process lost the job's lease meanwhile, so it must not post it.
         """
-        return await self._queue.answered(self, answer, seed)
+        return await self._queue.answered(self, answer, seed, paid)
 
     async def requeue(
         self, *, rate_limited: bool = False, retry_after: float | None = None
@@ -222,13 +225,16 @@ class JobQueue:
 
     # -- what a running job reports -----------------------------------------------------------
 
-    async def answered(self, job: Job, answer: str, seed: int | None) -> Generation | None:
+    async def answered(
+        self, job: Job, answer: str, seed: int | None, paid: NewApiAttempt | None
+    ) -> Generation | None:
         stored = await self._repository.answered(
             job.generation,
             answer=answer,
             seed=seed,
             max_concurrent=self.max_concurrent,
             throttled=job.throttled,
+            paid=paid,
         )
         self._slot_freed()
         return stored

@@ -23,7 +23,7 @@ from services.errors import UserFacingError
 from services.jobs import UNEXPECTED, Job
 from services.metrics import Metrics, Outcome
 from services.model_registry import ReferenceInfo, model_entry
-from services.store import Generation, Store
+from services.store import Generation, NewApiAttempt, Store
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,11 @@ class GenerationWorker:
         api_seconds: float | None = None
         try:
             if generation.answer is None:
-                result, api_seconds = await self._generate(generation)
-                if await job.answered(_answer_json(result), storable(result.seed)) is None:
+                result, api_seconds, paid = await self._generate(generation)
+                stored = await job.answered(_answer_json(result), storable(result.seed), paid)
+                if paid is not None:
+                    self._spent(generation, paid)
+                if stored is None:
                     log.warning("generation %s: lease lost while the API worked", generation.id)
                     return  # the process that took it over posts it
             else:  # answered before a stop or crash: post it, never pay for it twice
@@ -157,7 +160,9 @@ class GenerationWorker:
         else:
             await self._done(generation, result, message_ids, started, api_seconds)
 
-    async def _generate(self, generation: Generation) -> tuple[GenerationResult, float]:
+    async def _generate(
+        self, generation: Generation
+    ) -> tuple[GenerationResult, float, NewApiAttempt | None]:
         """The API call, with every reference at a URL it can fetch now."""
         image_urls = await self._publisher().fresh_reference_urls(generation)
         entry = model_entry(generation.model)
@@ -194,9 +199,12 @@ class GenerationWorker:
         )
 
     async def _record(self, generation: Generation, attempt: ApiAttempt) -> None:
-        """Each attempt's ids and cost, stored with the job as the API answers (DESIGN §10)."""
+        """A failed attempt's ids and cost, stored with the job as it ends (DESIGN §10)."""
         record = attempt_record(generation, attempt)
         await self._store.api_attempts.record(record)
+        self._spent(generation, record)
+
+    def _spent(self, generation: Generation, record: NewApiAttempt) -> None:
         self._metrics.spent(generation.model, float(nanos_to_usd(record.usd_nanos)))
 
     async def _measure_reference(self, url: str) -> ReferenceInfo:
@@ -212,25 +220,37 @@ class GenerationWorker:
 
     async def _call_api(
         self, generation: Generation, body: dict[str, Any]
-    ) -> tuple[GenerationResult, float]:
-        """The generation call, timed for the API latency histogram whatever its end."""
+    ) -> tuple[GenerationResult, float, NewApiAttempt | None]:
+        """The generation call, timed for the API latency histogram whatever its end.
+
+        Failed attempts are stored as they end; the one that answered is returned, to be stored
+        with the answer in one write (``Job.answered``): the result path waits for one write.
+        """
         started = time.monotonic()
-        result = "error"
+        outcome = "error"
+        paid: list[NewApiAttempt] = []
+
+        async def on_attempt(attempt: ApiAttempt) -> None:
+            if attempt.outcome == "ok":
+                paid.append(attempt_record(generation, attempt))
+            else:
+                await self._record(generation, attempt)
+
         try:
             answer = await self._api.generate(
                 body,
                 retry_rate_limited=False,
                 client_request_id=client_request_id(generation),
-                on_attempt=lambda attempt: self._record(generation, attempt),
+                on_attempt=on_attempt,
             )
-            result = "ok"
+            outcome = "ok"
         except RateLimitedError:
-            result = "rate_limited"
+            outcome = "rate_limited"
             raise
         finally:
             elapsed = time.monotonic() - started
-            self._metrics.api_call(generation.model, result, elapsed)
-        return answer, elapsed
+            self._metrics.api_call(generation.model, outcome, elapsed)
+        return answer, elapsed, paid[-1] if paid else None
 
     async def _download(self, result: GenerationResult) -> list[bytes]:
         return [

@@ -16,6 +16,16 @@ from services.store.records import ApiAttemptRecord, NewApiAttempt
 from services.store.schema import api_attempts
 
 
+async def add_attempt(
+    conn: AsyncConnection, attempt: NewApiAttempt, created_at: datetime
+) -> ApiAttemptRecord:
+    """One row of the ledger, in the caller's write transaction (alone, or with the answer it
+    paid for: ``JobQueueRepository.answered``)."""
+    values = attempt.model_dump() | {"created_at": created_at}
+    result = await conn.execute(api_attempts.insert().values(values).returning(*api_attempts.c))
+    return ApiAttemptRecord.model_validate(result.one()._mapping)
+
+
 class ApiAttemptRepository:
     """The ``api_attempts`` table. Rows are only ever added."""
 
@@ -33,12 +43,8 @@ class ApiAttemptRepository:
     async def record(
         self, attempt: NewApiAttempt, *, created_at: datetime | None = None
     ) -> ApiAttemptRecord:
-        values = attempt.model_dump() | {"created_at": self._now(created_at)}
         async with self._write() as conn:
-            result = await conn.execute(
-                api_attempts.insert().values(values).returning(*api_attempts.c)
-            )
-            return ApiAttemptRecord.model_validate(result.one()._mapping)
+            return await add_attempt(conn, attempt, self._now(created_at))
 
     async def for_generation(self, generation_id: int) -> list[ApiAttemptRecord]:
         query = (

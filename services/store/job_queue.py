@@ -37,10 +37,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.store.api_attempts import add_attempt
 from services.store.engine import Writer, upsert
 from services.store.generations import record as generation_record
 from services.store.queue_reads import STATE_ROW, WAITING, QueueReads, live_cap
-from services.store.records import Generation, GenerationStatus
+from services.store.records import Generation, GenerationStatus, NewApiAttempt
 from services.store.schema import generations, queue_members, queue_state
 
 _JOB_COLUMNS = [col.name for col in generations.c]
@@ -226,9 +227,13 @@ class JobQueueRepository(QueueReads):
         seed: int | None,
         max_concurrent: int,
         throttled: bool = True,
+        paid: NewApiAttempt | None = None,
     ) -> Generation | None:
         """The API answered: keep the answer and the seed, free the job's API slot, and (for a
         job started since the last slow-down) earn one slot of the live cap back.
+
+        ``paid``: the attempt that answered, added to the ledger in the same transaction (one
+        write on the result path instead of two), whether or not the job is still ours.
 
         ``throttled=False`` (the claim's word: the queue was at full speed) skips the earn-back:
         a slow-down since then began a new epoch, which this job's answer cannot lift.
@@ -236,6 +241,8 @@ class JobQueueRepository(QueueReads):
         """
         g, s = generations.c, queue_state.c
         async with self._write() as conn:
+            if paid is not None:
+                await add_attempt(conn, paid, self._now(None))
             row = (
                 await conn.execute(
                     update(generations)

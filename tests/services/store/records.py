@@ -12,6 +12,7 @@ from services.store import (
     Generation,
     GenerationKind,
     GenerationStatus,
+    NewApiAttempt,
     NewGeneration,
     Store,
     schema,
@@ -98,3 +99,21 @@ async def mark_running(
     async with store.engine.begin() as conn:
         row = (await conn.execute(statement)).first()
     return None if row is None else record(row)
+
+
+def attempt(generation: Generation, number: int = 1, **fields: object) -> NewApiAttempt:
+    values: dict[str, object] = {
+        "generation_id": generation.id,
+        "run": 1,
+        "attempt": number,
+        "user_id": generation.user_id,
+        "guild_id": generation.guild_id,
+        "model": generation.model,
+        "client_request_id": f"fluxbot:{generation.id}:1:{number}",
+        "inference_id": f"inf-{generation.id}-{number}",
+        "status": 201,
+        "outcome": "ok",
+        "credits": 50_000,
+        "usd_nanos": 25_000_000,
+    }
+    return NewApiAttempt.model_validate(values | fields)

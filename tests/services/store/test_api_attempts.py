@@ -8,26 +8,8 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from services.store import Generation, NewApiAttempt, Store
-from tests.services.store.records import SNOWFLAKE, T0, mark_running, new
-
-
-def attempt(generation: Generation, number: int = 1, **fields: object) -> NewApiAttempt:
-    values: dict[str, object] = {
-        "generation_id": generation.id,
-        "run": 1,
-        "attempt": number,
-        "user_id": generation.user_id,
-        "guild_id": generation.guild_id,
-        "model": generation.model,
-        "client_request_id": f"fluxbot:{generation.id}:1:{number}",
-        "inference_id": f"inf-{generation.id}-{number}",
-        "status": 201,
-        "outcome": "ok",
-        "credits": 50_000,
-        "usd_nanos": 25_000_000,
-    }
-    return NewApiAttempt.model_validate(values | fields)
+from services.store import NewApiAttempt, Store
+from tests.services.store.records import SNOWFLAKE, T0, attempt, mark_running, new
 
 
 async def test_attempts_round_trip_in_order(store: Store) -> None:

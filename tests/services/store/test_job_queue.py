@@ -10,7 +10,7 @@ import pytest
 
 from services.store import Generation, GenerationStatus, Store
 from services.store.job_queue import Claimed, NoClaim, Refusal
-from tests.services.store.records import FakeClock, new
+from tests.services.store.records import FakeClock, attempt, new
 
 pytestmark = pytest.mark.usefixtures("clock")
 
@@ -219,6 +219,30 @@ async def test_an_answer_from_a_process_that_lost_the_job_is_refused(store: Stor
     await store.workers.retire("w1")
     assert await claimed_id(store, "w2") == job
     assert await store.queue.answered(claimed, answer="{}", seed=1, max_concurrent=4) is None
+
+
+async def test_the_paid_attempt_is_kept_with_the_answer_and_even_when_the_job_was_lost(
+    store: Store,
+):
+    first, second = await submit(store, 1, 2)
+    ours = await claim(store, "w1")
+    lost = await claim(store, "w2")
+    assert isinstance(ours, Generation) and isinstance(lost, Generation)
+    await store.workers.retire("w2")
+    await claimed_id(store, "w3")  # w2's job goes to w3 while w2's API call still runs
+    paid = {job.id: attempt(job, usd_nanos=1_000 * job.id) for job in (ours, lost)}
+    stored = await store.queue.answered(
+        ours, answer="{}", seed=7, max_concurrent=4, paid=paid[ours.id]
+    )
+    assert stored is not None and stored.seed == 7
+    assert (
+        await store.queue.answered(lost, answer="{}", seed=8, max_concurrent=4, paid=paid[lost.id])
+        is None
+    ), "not ours to post any more"
+    for job in (ours, lost):
+        [row] = await store.api_attempts.for_generation(job.id)
+        assert row.usd_nanos == 1_000 * job.id, "the call was paid for whoever posts it"
+    assert {ours.id, lost.id} == {first, second}
 
 
 async def test_the_out_of_credits_hold_stops_every_processes_claims(store: Store):
