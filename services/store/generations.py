@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,6 +26,32 @@ from services.store.schema import generations
 #: queue, ``job_queue.py``, starts jobs).
 _CANCELLABLE = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
 _FAILABLE = tuple(UNFINISHED)
+
+# The statements every job runs, built once: building one (columns coerced, its cache key
+# computed) cost more CPU than running it (issue 10). Values come with each execution.
+_G = generations.c
+_INSERT = generations.insert().returning(*_G)
+_GET = select(generations).where(_G.id == bindparam("b_id"))
+_LATEST_FOR_CARD = (
+    select(generations)
+    .where(_G.card_message_id == bindparam("b_card"))
+    .order_by(_G.id.desc())
+    .limit(1)
+)
+_MARK_QUEUED = (
+    update(generations)
+    .where(_G.id == bindparam("b_id"), _G.status == GenerationStatus.INTAKE)
+    .returning(*_G)
+)
+
+
+@functools.cache
+def _guarded_update(allowed_from: tuple[GenerationStatus, ...] | None) -> Update:
+    """``UPDATE generations SET <the execution's columns> WHERE id = :b_id [AND status IN]``."""
+    statement = update(generations).where(_G.id == bindparam("b_id"))
+    if allowed_from is not None:
+        statement = statement.where(_G.status.in_([str(s) for s in allowed_from]))
+    return statement.returning(*_G)
 
 
 def record(row: Row[Any]) -> Generation:
@@ -71,17 +98,14 @@ class GenerationRepository:
             "claimed_by": intake_by,
             "created_at": self._now(created_at),
         }
-        statement = generations.insert().values(values).returning(*generations.c)
         if conn is not None:
-            return record((await conn.execute(statement)).one())
+            return record((await conn.execute(_INSERT, values)).one())
         async with self._write() as own:
-            return record((await own.execute(statement)).one())
+            return record((await own.execute(_INSERT, values)).one())
 
     async def get(self, generation_id: int) -> Generation | None:
         async with self._engine.connect() as conn:
-            result = await conn.execute(
-                select(generations).where(generations.c.id == generation_id)
-            )
+            result = await conn.execute(_GET, {"b_id": generation_id})
             return _record_or_none(result.first())
 
     async def set_card(
@@ -110,17 +134,8 @@ class GenerationRepository:
                 "extra_reference_urls",
                 "upload_limit",
             }
-        ) | {"status": GenerationStatus.QUEUED, "claimed_by": None}
-        statement = (
-            update(generations)
-            .where(
-                generations.c.id == generation_id,
-                generations.c.status == GenerationStatus.INTAKE,
-            )
-            .values(values)
-            .returning(*generations.c)
-        )
-        return _record_or_none((await conn.execute(statement)).first())
+        ) | {"status": GenerationStatus.QUEUED, "claimed_by": None, "b_id": generation_id}
+        return _record_or_none((await conn.execute(_MARK_QUEUED, values)).first())
 
     async def set_reference_url(self, generation_id: int, url: str) -> Generation | None:
         """A freshly signed URL of the card's reference, for this job and the next ones."""
@@ -266,14 +281,9 @@ class GenerationRepository:
 
     async def latest_for_card(self, card_message_id: int) -> Generation | None:
         """The newest job shown on a job card: the card's status follows it."""
-        query = (
-            select(generations)
-            .where(generations.c.card_message_id == card_message_id)
-            .order_by(generations.c.id.desc())
-            .limit(1)
-        )
         async with self._engine.connect() as conn:
-            return _record_or_none((await conn.execute(query)).first())
+            result = await conn.execute(_LATEST_FOR_CARD, {"b_card": card_message_id})
+            return _record_or_none(result.first())
 
     async def mark_deleted(
         self, generation_id: int, *, deleted_by: int, deleted_at: datetime | None = None
@@ -329,9 +339,7 @@ class GenerationRepository:
         values: dict[str, Any],
     ) -> Generation | None:
         """One ``UPDATE ... [AND status IN (...)]``: the database decides who wins a race."""
-        statement = update(generations).where(generations.c.id == generation_id)
-        if allowed_from is not None:
-            statement = statement.where(generations.c.status.in_([str(s) for s in allowed_from]))
+        statement = _guarded_update(None if allowed_from is None else tuple(allowed_from))
         async with self._write() as conn:
-            result = await conn.execute(statement.values(values).returning(*generations.c))
+            result = await conn.execute(statement, {"b_id": generation_id, **values})
             return _record_or_none(result.first())

@@ -23,13 +23,11 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Float,
-    Select,
     String,
-    Update,
+    bindparam,
     case,
     column,
     func,
-    literal,
     or_,
     select,
     text,
@@ -58,6 +56,41 @@ _SERVER_CLAIM = text(
     column("others_waiting", Boolean),
     column("slot_left", Boolean),
     column("throttled", Boolean),
+)
+
+
+# A claim's and an answer's statements, built once (building cost more CPU than running them,
+# issue 10); values come with each execution. SQLite only: PostgreSQL claims on the server.
+_G, _M = generations.c, queue_members.c
+_CALLING = (
+    select(func.count())
+    .select_from(generations)
+    .where(_G.status == GenerationStatus.RUNNING, _G.answer.is_(None))
+    .scalar_subquery()
+)
+_CLAIM_STATE = select(queue_state, _CALLING.label("calling")).where(STATE_ROW)
+_CLAIM_PICK = (
+    select(_G.id, _G.user_id, func.coalesce(_M.last_served, 0).label("last_served"))
+    .select_from(generations.outerjoin(queue_members, _M.user_id == _G.user_id))
+    .where(_G.status.in_([str(s) for s in WAITING]))
+    .order_by(func.coalesce(_M.last_served, 0), _G.id)
+    .limit(2)  # the second says whether to claim again at once
+)
+_NEXT_TURN = update(queue_state).where(STATE_ROW)
+_START_JOB = (
+    update(generations)
+    .where(_G.id == bindparam("b_id"))
+    .values(attempts=_G.attempts + 1)
+    .returning(*_G)
+)
+_ANSWER = (
+    update(generations)
+    .where(
+        _G.id == bindparam("b_id"),
+        _G.status == GenerationStatus.RUNNING,
+        _G.claimed_by == bindparam("b_worker"),
+    )
+    .returning(*_G)
 )
 
 
@@ -114,6 +147,12 @@ class JobQueueRepository(QueueReads):
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._write = write
         self._now = now
+        upsert_member = upsert(engine, queue_members)
+        #: The member's last turn is now the claim's (``user_id``, ``last_served``).
+        self._serve = upsert_member.on_conflict_do_update(
+            index_elements=[queue_members.c.user_id],
+            set_={"last_served": upsert_member.excluded.last_served},
+        )
 
     # -- claims ---------------------------------------------------------------------------
 
@@ -121,17 +160,8 @@ class JobQueueRepository(QueueReads):
         """Start the next job under the fairness rule, if the cap and the back-off allow."""
         if self._engine.dialect.name == "postgresql":
             return await self._claim_on_server(worker_id, max_concurrent)
-        g, m = generations.c, queue_members.c
         async with self._write() as conn:
-            calling = (
-                select(func.count())
-                .select_from(generations)
-                .where(g.status == GenerationStatus.RUNNING, g.answer.is_(None))
-                .scalar_subquery()
-            )
-            state = (
-                await conn.execute(select(queue_state, calling.label("calling")).where(STATE_ROW))
-            ).one()
+            state = (await conn.execute(_CLAIM_STATE)).one()
             now = self._now(None)
             limit = live_cap(state.live_limit, max_concurrent)
             refusal = self._refusal(state, now)
@@ -139,28 +169,29 @@ class JobQueueRepository(QueueReads):
                 refusal = NoClaim(Refusal.FULL)
             picks: Sequence[Any] = ()
             if refusal is None:
-                pick = (
-                    select(g.id, g.user_id, func.coalesce(m.last_served, 0).label("last_served"))
-                    .select_from(generations.outerjoin(queue_members, m.user_id == g.user_id))
-                    .where(g.status.in_([str(s) for s in WAITING]))
-                    .order_by(func.coalesce(m.last_served, 0), g.id)
-                    .limit(2)  # the second says whether to claim again at once
-                )
-                picks = (await conn.execute(pick)).all()
+                picks = (await conn.execute(_CLAIM_PICK)).all()
                 refusal = None if picks else NoClaim(Refusal.EMPTY)
             if refusal is not None:
                 await conn.rollback()  # nothing was written: end the read
                 return refusal
             chosen, turn = picks[0], state.turn + 1
-            await conn.execute(update(queue_state).where(STATE_ROW).values(turn=turn))
+            await conn.execute(_NEXT_TURN, {"turn": turn})
             started = (
                 await conn.execute(
-                    self._start_job(
-                        chosen.id, chosen.last_served, worker_id, turn, state.epoch, now
-                    ).returning(*g)
+                    _START_JOB,
+                    {
+                        "b_id": chosen.id,
+                        "status": GenerationStatus.RUNNING,
+                        "claimed_by": worker_id,
+                        "started_at": now,
+                        "error": None,
+                        "queue_turn": turn,
+                        "served_before": chosen.last_served,
+                        "throttle_epoch": state.epoch,
+                    },
                 )
             ).one()
-            await conn.execute(self._serve(select(literal(chosen.user_id), literal(turn))))
+            await conn.execute(self._serve, {"user_id": chosen.user_id, "last_served": turn})
             return Claimed(
                 generation_record(started),
                 others_waiting=len(picks) > 1,
@@ -180,36 +211,6 @@ class JobQueueRepository(QueueReads):
         fields = row._mapping
         started = Generation.model_validate({name: fields[name] for name in _JOB_COLUMNS})
         return Claimed(started, row.others_waiting, row.slot_left, row.throttled)
-
-    @staticmethod
-    def _start_job(
-        job_id: Any, served_before: Any, worker_id: str, turn: int, epoch: int, now: datetime
-    ) -> Update:
-        g = generations.c
-        return (
-            update(generations)
-            .where(g.id == job_id)
-            .values(
-                status=GenerationStatus.RUNNING,
-                claimed_by=worker_id,
-                started_at=now,
-                attempts=g.attempts + 1,
-                error=None,
-                queue_turn=turn,
-                served_before=served_before,
-                throttle_epoch=epoch,
-            )
-        )
-
-    def _serve(self, member_and_turn: Select[Any]) -> Any:
-        """The member's last turn is now the claim's (from a one-row select)."""
-        statement = upsert(self._engine, queue_members)
-        return statement.from_select(
-            ["user_id", "last_served"], member_and_turn
-        ).on_conflict_do_update(
-            index_elements=[queue_members.c.user_id],
-            set_={"last_served": statement.excluded.last_served},
-        )
 
     @staticmethod
     def _refusal(state: Any, now: datetime) -> NoClaim | None:
@@ -239,20 +240,19 @@ class JobQueueRepository(QueueReads):
         a slow-down since then began a new epoch, which this job's answer cannot lift.
         ``None``: the job is no longer this process's (its lease was lost meanwhile).
         """
-        g, s = generations.c, queue_state.c
+        s = queue_state.c
         async with self._write() as conn:
             if paid is not None:
                 await add_attempt(conn, paid, self._now(None))
             row = (
                 await conn.execute(
-                    update(generations)
-                    .where(
-                        g.id == generation.id,
-                        g.status == GenerationStatus.RUNNING,
-                        g.claimed_by == generation.claimed_by,
-                    )
-                    .values(answer=answer, seed=seed)
-                    .returning(*g)
+                    _ANSWER,
+                    {
+                        "b_id": generation.id,
+                        "b_worker": generation.claimed_by,
+                        "answer": answer,
+                        "seed": seed,
+                    },
                 )
             ).first()
             if throttled and generation.throttle_epoch is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.store.records import ADMITTED, UNFINISHED, GenerationStatus
@@ -21,6 +21,17 @@ WAITING = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
 STATE_ROW = queue_state.c.id == 1
 
 
+#: Checked at every admission, so built once (issue 10).
+_MEMBER_ACTIVE = (
+    select(func.count())
+    .select_from(generations)
+    .where(
+        generations.c.user_id == bindparam("b_user"),
+        generations.c.status.in_([str(s) for s in ADMITTED]),
+    )
+)
+
+
 class QueueReads:
     """Counts and orders of ``generations`` and ``queue_state``, as the queue would see them."""
 
@@ -29,18 +40,11 @@ class QueueReads:
 
     async def member_active(self, user_id: int, conn: AsyncConnection | None = None) -> int:
         """A member's jobs waiting or running, in every process (the per-member cap)."""
-        query = (
-            select(func.count())
-            .select_from(generations)
-            .where(
-                generations.c.user_id == user_id,
-                generations.c.status.in_([str(s) for s in ADMITTED]),
-            )
-        )
+        parameters = {"b_user": user_id}
         if conn is not None:
-            return int((await conn.execute(query)).scalar_one())
+            return int((await conn.execute(_MEMBER_ACTIVE, parameters)).scalar_one())
         async with self._engine.connect() as own:
-            return int((await own.execute(query)).scalar_one())
+            return int((await own.execute(_MEMBER_ACTIVE, parameters)).scalar_one())
 
     async def dispatch_order(self) -> list[int]:
         """The waiting jobs' ids in the order claims would start them if nothing else came.
