@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.store.engine import Writer, upsert
@@ -14,6 +14,9 @@ from services.store.schema import budgets
 
 #: ``user_id`` of a guild's own row.
 GUILD_ROW = 0
+#: Read at every admission, so built once (issue 10).
+_GUILD = select(budgets).where(budgets.c.guild_id == bindparam("b_guild"))
+_GUILD_AND_MEMBER = _GUILD.where(budgets.c.user_id.in_([GUILD_ROW, bindparam("b_user")]))
 
 
 class BudgetRepository:
@@ -39,14 +42,14 @@ class BudgetRepository:
         self, guild_id: int, *, user_id: int | None = None, conn: AsyncConnection | None = None
     ) -> Budgets:
         """A guild's budgets; with ``user_id``, only that member's own row is read with it."""
-        query = select(budgets).where(budgets.c.guild_id == guild_id)
+        query, parameters = _GUILD, {"b_guild": guild_id}
         if user_id is not None:
-            query = query.where(budgets.c.user_id.in_([GUILD_ROW, user_id]))
+            query, parameters = _GUILD_AND_MEMBER, parameters | {"b_user": user_id}
         if conn is not None:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(query, parameters)).all()
         else:
             async with self._engine.connect() as own:
-                rows = (await own.execute(query)).all()
+                rows = (await own.execute(query, parameters)).all()
         guild = next((row for row in rows if row.user_id == GUILD_ROW), None)
         return Budgets(
             guild_id=guild_id,
