@@ -221,8 +221,9 @@ async def test_an_answer_from_a_process_that_lost_the_job_is_refused(store: Stor
     assert await store.queue.answered(claimed, answer="{}", seed=1, max_concurrent=4) is None
 
 
+@pytest.mark.parametrize("throttled", [True, False], ids=["earning-back", "full-speed"])
 async def test_the_paid_attempt_is_kept_with_the_answer_and_even_when_the_job_was_lost(
-    store: Store,
+    store: Store, throttled: bool
 ):
     first, second = await submit(store, 1, 2)
     ours = await claim(store, "w1")
