@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.store.engine import Writer, upsert
+from services.store.engine import Writer, single_reads, upsert
 from services.store.records import Budgets
 from services.store.schema import budgets
 
@@ -35,6 +35,7 @@ class BudgetRepository:
         now: Callable[[datetime | None], datetime],
     ) -> None:
         self._engine = engine
+        self._single_reads = single_reads(engine)
         self._write = write
         self._now = now
 
@@ -48,7 +49,7 @@ class BudgetRepository:
         if conn is not None:
             rows = (await conn.execute(query, parameters)).all()
         else:
-            async with self._engine.connect() as own:
+            async with self._single_reads.connect() as own:
                 rows = (await own.execute(query, parameters)).all()
         guild = next((row for row in rows if row.user_id == GUILD_ROW), None)
         return Budgets(

@@ -27,6 +27,9 @@ from sqlalchemy.util import await_only
 SQLITE_BUSY_TIMEOUT_MS = 5000
 #: Execution options of a write transaction: ``BEGIN IMMEDIATE`` on SQLite (see ``make_engine``).
 WRITE = {"fluxbot_begin": "IMMEDIATE"}
+#: Execution options of a read of one statement, which needs no transaction around it
+#: (SQLite; PostgreSQL uses autocommit): see :func:`single_reads`.
+_NO_BEGIN = {"fluxbot_begin": None}
 #: Opens a write transaction (the ``Store`` queues its own writers first on SQLite).
 Writer = Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]]
 
@@ -93,6 +96,8 @@ def make_engine(url: str) -> AsyncEngine:
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn: Connection) -> None:
             mode = conn.get_execution_options().get("fluxbot_begin", "DEFERRED")
+            if mode is None:
+                return  # a read of one statement: no transaction (see single_reads)
             driver: Any = conn.connection.dbapi_connection
             if isinstance(driver, OneHopConnection):
                 driver.begin_with_next_statement(f"BEGIN {mode}")
@@ -100,6 +105,15 @@ def make_engine(url: str) -> AsyncEngine:
                 conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def single_reads(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` for reads of one statement, which need no transaction around them: SQLite
+    sends no ``BEGIN`` (so no ``ROLLBACK`` trip to its thread after), PostgreSQL runs them in
+    autocommit (one round trip instead of three). Never for writes, nor reads that must agree."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**_NO_BEGIN)
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def upsert(engine: AsyncEngine, table: Table) -> postgresql.Insert | sqlite.Insert:

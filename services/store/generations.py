@@ -12,7 +12,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.store.columns import as_utc
-from services.store.engine import Writer
+from services.store.engine import Writer, single_reads
 from services.store.records import (
     ADMITTED,
     UNFINISHED,
@@ -75,6 +75,7 @@ class GenerationRepository:
         now: Callable[[datetime | None], datetime],
     ) -> None:
         self._engine = engine
+        self._single_reads = single_reads(engine)
         self._write = write
         self._now = now
 
@@ -104,7 +105,7 @@ class GenerationRepository:
             return record((await own.execute(_INSERT, values)).one())
 
     async def get(self, generation_id: int) -> Generation | None:
-        async with self._engine.connect() as conn:
+        async with self._single_reads.connect() as conn:
             result = await conn.execute(_GET, {"b_id": generation_id})
             return _record_or_none(result.first())
 
@@ -281,7 +282,7 @@ class GenerationRepository:
 
     async def latest_for_card(self, card_message_id: int) -> Generation | None:
         """The newest job shown on a job card: the card's status follows it."""
-        async with self._engine.connect() as conn:
+        async with self._single_reads.connect() as conn:
             result = await conn.execute(_LATEST_FOR_CARD, {"b_card": card_message_id})
             return _record_or_none(result.first())
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.store.engine import single_reads
 from services.store.records import ADMITTED, UNFINISHED, GenerationStatus
 from services.store.schema import generations, queue_members, queue_state
 
@@ -37,13 +38,14 @@ class QueueReads:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._single_reads = single_reads(engine)
 
     async def member_active(self, user_id: int, conn: AsyncConnection | None = None) -> int:
         """A member's jobs waiting or running, in every process (the per-member cap)."""
         parameters = {"b_user": user_id}
         if conn is not None:
             return int((await conn.execute(_MEMBER_ACTIVE, parameters)).scalar_one())
-        async with self._engine.connect() as own:
+        async with self._single_reads.connect() as own:
             return int((await own.execute(_MEMBER_ACTIVE, parameters)).scalar_one())
 
     async def dispatch_order(self) -> list[int]:

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.store import SCHEMA_VERSION, Store, current_version, normalise_database_url
-from services.store.engine import make_engine
+from services.store.engine import make_engine, single_reads
 
 
 @pytest.mark.parametrize(
@@ -128,4 +128,37 @@ async def test_a_sqlite_transaction_sends_begin_with_its_first_statement(tmp_pat
             driver._execute = execute  # type: ignore[method-assign]
     finally:
         await other.dispose()
+        await engine.dispose()
+
+
+async def test_a_single_read_is_one_trip_and_leaves_no_transaction(tmp_path: Path) -> None:
+    """A read of one statement sends no BEGIN, so no ROLLBACK follows it (issue 10); what it
+    reads is whatever was committed, as a transaction's first read would have seen."""
+    engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+            await conn.execute(text("INSERT INTO t VALUES (7)"))
+        trips: list[str] = []
+        async with single_reads(engine).connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            execute = driver._execute
+
+            async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
+                trips.append(getattr(function, "__name__", str(function)))
+                if function.__name__ == "_execute_on_thread":
+                    assert args[1] is None, "no BEGIN sent with the statement"
+                return await execute(function, *args, **kwargs)
+
+            driver._execute = counted  # type: ignore[method-assign]  # counting its calls
+            assert (await conn.execute(text("SELECT v FROM t"))).scalar_one() == 7
+        assert trips == ["_execute_on_thread"], "closed without a rollback trip"
+        driver._execute = execute  # type: ignore[method-assign]
+        async with engine.begin() as conn:  # the pooled connection writes as before
+            await conn.execute(text("INSERT INTO t VALUES (8)"))
+        async with single_reads(engine).connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2
+    finally:
         await engine.dispose()
