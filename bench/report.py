@@ -452,7 +452,6 @@ async def run(opts: Options) -> str:
         "D": busy,
         "S": scale,
     }
-    figures: dict[str, list[Figures]] = {}
     notes: list[str] = []
     engines = list(opts.engines)
     if "postgresql" in engines:
@@ -462,10 +461,15 @@ async def run(opts: Options) -> str:
             engines.remove("postgresql")
             notes.append(f"PostgreSQL skipped: {str(exc).splitlines()[0]}")
     try:
+        figures: dict[str, list[Figures]] = {engine: [] for engine in engines}
         with photo_results():
-            for engine in engines:
-                opts.engine = engine
-                figures[engine] = [await phases[n](opts) for n in opts.phases if n in phases]
+            # Phase by phase, each on every engine in turn: R, whose ratios are the targets,
+            # then runs on every engine while the machine is still quiet, not after the heavy
+            # phases of the engine before (the load they leave slows the bot more than the relay).
+            for name in (n for n in opts.phases if n in phases):
+                for engine in engines:
+                    opts.engine = engine
+                    figures[engine].append(await phases[name](opts))
     finally:
         if opts.postgres is not None:
             opts.postgres.stop()
