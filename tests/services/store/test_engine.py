@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.store import SCHEMA_VERSION, Store, current_version, normalise_database_url
 from services.store.engine import make_engine, single_reads
@@ -56,6 +59,28 @@ async def test_open_creates_parent_dir_and_configures_sqlite(
         assert await current_version(store.engine) == SCHEMA_VERSION
 
 
+@contextlib.asynccontextmanager
+async def trips_to_thread(conn: AsyncConnection) -> AsyncIterator[list[tuple[str, str | None]]]:
+    """Each call made meanwhile to the aiosqlite thread of ``conn``'s connection: the function's
+    name and, for a statement, the ``BEGIN`` sent with it."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    execute = driver._execute
+    trips: list[tuple[str, str | None]] = []
+
+    async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
+        begin = args[1] if function.__name__ == "_execute_on_thread" else None
+        trips.append((function.__name__, begin))
+        return await execute(function, *args, **kwargs)
+
+    driver._execute = counted  # counting its calls
+    try:
+        yield trips
+    finally:
+        driver._execute = execute
+
+
 async def test_a_sqlite_statement_is_one_trip_to_the_drivers_thread(tmp_path: Path) -> None:
     """Rows, RETURNING, executemany and driver errors as SQLAlchemy expects them, each
     statement in one call on aiosqlite's thread (issue 10)."""
@@ -63,27 +88,17 @@ async def test_a_sqlite_statement_is_one_trip_to_the_drivers_thread(tmp_path: Pa
     try:
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)"))
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            trips = 0
-            execute = driver._execute
-
-            async def counted(*args: Any, **kwargs: Any) -> Any:
-                nonlocal trips
-                trips += 1
-                return await execute(*args, **kwargs)
-
-            driver._execute = counted  # type: ignore[method-assign]  # counting its calls
-            await conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "a"}, {"v": "b"}])
-            returned = await conn.execute(text("UPDATE t SET v = 'c' WHERE v = 'b' RETURNING id"))
-            assert returned.scalar_one() == 2
-            rows = (await conn.execute(text("SELECT id, v FROM t ORDER BY id"))).all()
-            assert [tuple(row) for row in rows] == [(1, "a"), (2, "c")]
-            assert trips == 3
-            with pytest.raises(IntegrityError):
-                await conn.execute(text("INSERT INTO t (v) VALUES ('a')"))
-            driver._execute = execute  # type: ignore[method-assign]
+            async with trips_to_thread(conn) as trips:
+                await conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "a"}, {"v": "b"}])
+                returned = await conn.execute(
+                    text("UPDATE t SET v = 'c' WHERE v = 'b' RETURNING id")
+                )
+                assert returned.scalar_one() == 2
+                rows = (await conn.execute(text("SELECT id, v FROM t ORDER BY id"))).all()
+                assert [tuple(row) for row in rows] == [(1, "a"), (2, "c")]
+                assert len(trips) == 3
+                with pytest.raises(IntegrityError):
+                    await conn.execute(text("INSERT INTO t (v) VALUES ('a')"))
     finally:
         await engine.dispose()
 
@@ -96,18 +111,7 @@ async def test_a_sqlite_transaction_sends_begin_with_its_first_statement(tmp_pat
     try:
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE t (v INTEGER)"))
-        trips: list[str] = []
-        async with engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            execute = driver._execute
-
-            async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
-                trips.append(getattr(function, "__name__", str(function)))
-                return await execute(function, *args, **kwargs)
-
-            driver._execute = counted  # type: ignore[method-assign]  # counting its calls
+        async with engine.connect() as conn, trips_to_thread(conn) as trips:
             await conn.commit()  # nothing began: nothing sent
             assert trips == []
             writer = await conn.execution_options(fluxbot_begin="IMMEDIATE")
@@ -121,11 +125,10 @@ async def test_a_sqlite_transaction_sends_begin_with_its_first_statement(tmp_pat
                     with pytest.raises(OperationalError, match="database is locked"):
                         async with second.begin():
                             await second.execute(text("SELECT 1"))
-            assert trips == ["_execute_on_thread", "commit"]
+            assert trips == [("_execute_on_thread", "BEGIN IMMEDIATE"), ("commit", None)]
             assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
             await conn.rollback()
-            assert trips[2:] == ["_execute_on_thread", "rollback"]
-            driver._execute = execute  # type: ignore[method-assign]
+            assert [name for name, _ in trips[2:]] == ["_execute_on_thread", "rollback"]
     finally:
         await other.dispose()
         await engine.dispose()
@@ -139,23 +142,9 @@ async def test_a_single_read_is_one_trip_and_leaves_no_transaction(tmp_path: Pat
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE t (v INTEGER)"))
             await conn.execute(text("INSERT INTO t VALUES (7)"))
-        trips: list[str] = []
-        async with single_reads(engine).connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            execute = driver._execute
-
-            async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
-                trips.append(getattr(function, "__name__", str(function)))
-                if function.__name__ == "_execute_on_thread":
-                    assert args[1] is None, "no BEGIN sent with the statement"
-                return await execute(function, *args, **kwargs)
-
-            driver._execute = counted  # type: ignore[method-assign]  # counting its calls
+        async with single_reads(engine).connect() as conn, trips_to_thread(conn) as trips:
             assert (await conn.execute(text("SELECT v FROM t"))).scalar_one() == 7
-        assert trips == ["_execute_on_thread"], "closed without a rollback trip"
-        driver._execute = execute  # type: ignore[method-assign]
+        assert trips == [("_execute_on_thread", None)], "no BEGIN, and closed without a ROLLBACK"
         async with engine.begin() as conn:  # the pooled connection writes as before
             await conn.execute(text("INSERT INTO t VALUES (8)"))
         async with single_reads(engine).connect() as conn:
