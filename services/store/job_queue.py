@@ -60,7 +60,8 @@ _SERVER_CLAIM = text(
 
 
 # A claim's and an answer's statements, built once (building cost more CPU than running them,
-# issue 10); values come with each execution. SQLite only: PostgreSQL claims on the server.
+# issue 10); values come with each execution. The claim's are SQLite's (PostgreSQL claims in
+# ``fluxbot_claim``); the answer's serve both engines.
 _G, _M = generations.c, queue_members.c
 _CALLING = (
     select(func.count())
