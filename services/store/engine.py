@@ -1,16 +1,18 @@
 """Database URLs and the engine: the one place that knows SQLite and PostgreSQL differ at connect.
 
-SQLAlchemy async Core over aiosqlite; PostgreSQL (asyncpg) is a ``DATABASE_URL`` change.
+SQLAlchemy async Core over aiosqlite, whose statements run on the event loop's thread where
+nothing can wait (``LoopCursor``); PostgreSQL (asyncpg) is a ``DATABASE_URL`` change.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 from sqlalchemy import Connection, Table, event
@@ -23,8 +25,13 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
-#: SQLite waits this long for another writer's lock instead of failing at once.
+log = logging.getLogger(__name__)
+
+#: SQLite waits this long for another writer's lock instead of failing at once (on aiosqlite's
+#: thread: on the event loop's it never waits, see LoopCursor).
 SQLITE_BUSY_TIMEOUT_MS = 5000
+#: A checkpoint of the write-ahead log after this many commits of a connection (LoopConnection).
+CHECKPOINT_EVERY = 64
 #: Execution options of a write transaction: ``BEGIN IMMEDIATE`` on SQLite (see ``make_engine``).
 WRITE = {"fluxbot_begin": "IMMEDIATE"}
 #: Execution options of a read of one statement, which needs no transaction around it
@@ -76,7 +83,11 @@ def make_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite" and is_file:
         Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(parsed, module=OneHopDBAPI(aiosqlite, sqlite3))
+        # The connection is made on aiosqlite's thread and used on the event loop's too
+        # (LoopCursor), never on both at once: each call to the thread is awaited.
+        engine = create_async_engine(
+            parsed, module=LoopDBAPI(aiosqlite, sqlite3), connect_args={"check_same_thread": False}
+        )
     else:
         engine = create_async_engine(parsed)
     if engine.dialect.name == "sqlite":
@@ -85,10 +96,11 @@ def make_engine(url: str) -> AsyncEngine:
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            # The timeout first: switching a new file to WAL takes a lock that another process
-            # opening it at the same moment may hold.
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+            # No waiting on the loop (see LoopCursor); this first, as switching a new file to
+            # WAL takes a lock that another process opening it at the same moment may hold.
+            cursor.execute("PRAGMA busy_timeout=0")
             cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA wal_autocheckpoint=0")  # see LoopConnection
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
@@ -99,7 +111,7 @@ def make_engine(url: str) -> AsyncEngine:
             if mode is None:
                 return  # a read of one statement: no transaction (see single_reads)
             driver: Any = conn.connection.dbapi_connection
-            if isinstance(driver, OneHopConnection):
+            if isinstance(driver, LoopConnection):
                 driver.begin_with_next_statement(f"BEGIN {mode}")
             else:
                 conn.exec_driver_sql(f"BEGIN {mode}")
@@ -123,19 +135,21 @@ def upsert(engine: AsyncEngine, table: Table) -> postgresql.Insert | sqlite.Inse
     return sqlite.insert(table)
 
 
-class OneHopCursor:
-    """A cursor whose ``execute`` is one trip to aiosqlite's thread, not four.
+class LoopCursor:
+    """A cursor whose statement runs on the event loop's thread, where SQLite never waits.
 
-    SQLAlchemy's aiosqlite adapter makes a cursor, executes, fetches and closes, each a trip
-    through aiosqlite's queue and back through the event loop's self-pipe: about 40 µs of CPU
-    each, ~10 trips for a one-statement transaction. Here the statement runs, its rows are
-    fetched and its cursor closed in one function on that thread (issue 10). Rows are always
-    fetched at once, as SQLAlchemy's own adapter does for non-streaming cursors.
+    A statement on aiosqlite's thread costs a trip there and back through the event loop's
+    self-pipe, about 50 µs of CPU (issue 10); the statement itself takes a few. So it runs here,
+    its rows fetched and its cursor closed at once, as SQLAlchemy's own adapter does for
+    non-streaming cursors. What could wait stays off the loop: the connection's busy timeout is
+    0 on this thread, and a statement refused because another connection holds the lock runs
+    again on aiosqlite's thread, which waits up to ``SQLITE_BUSY_TIMEOUT_MS`` (see
+    :class:`LoopConnection` for disk syncs).
     """
 
     server_side = False
 
-    def __init__(self, adapt_connection: OneHopConnection) -> None:
+    def __init__(self, adapt_connection: LoopConnection) -> None:
         self._adapt_connection = adapt_connection
         self._rows: collections.deque[Any] = collections.deque()
         self.description: Any = None
@@ -144,18 +158,17 @@ class OneHopCursor:
         self.arraysize = 1
 
     def execute(self, operation: str, parameters: Sequence[Any] | None = None) -> None:
-        self._run(_execute_on_thread, operation, parameters, False)
+        self._run(operation, parameters, False)
 
     def executemany(self, operation: str, seq_of_parameters: Sequence[Any]) -> None:
-        self._run(_execute_on_thread, operation, seq_of_parameters, True)
+        self._run(operation, seq_of_parameters, True)
 
-    def _run(self, function: Callable[..., Any], *args: Any) -> None:
+    def _run(self, operation: str, parameters: Any, many: bool) -> None:
         adapted = self._adapt_connection
         begin, adapted._pending_begin = adapted._pending_begin, None
         try:
-            rows, self.description, self.rowcount, self.lastrowid, adapted._in_transaction = (
-                await_only(adapted._on_thread(function, begin, *args))
-            )
+            outcome = adapted.run(_execute, begin, operation, parameters, many)
+            rows, self.description, self.rowcount, self.lastrowid, adapted._in_transaction = outcome
         except Exception as error:
             adapted._in_transaction = True  # unknown after a failure: let rollback go through
             adapted._handle_exception(error)
@@ -187,10 +200,13 @@ class OneHopCursor:
         pass
 
 
-def _execute_on_thread(
+_Outcome = tuple[list[Any], Any, int, int | None, bool]
+
+
+def _execute(
     conn: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool
-) -> tuple[list[Any], Any, int, int | None, bool]:
-    if begin is not None:
+) -> _Outcome:
+    if begin is not None and not conn.in_transaction:  # not again when retried after a refusal
         conn.execute(begin)
     cursor = conn.cursor()
     try:
@@ -206,55 +222,119 @@ def _execute_on_thread(
         cursor.close()
 
 
-class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    """The connection behind :class:`OneHopCursor`; it also saves the trips of ``BEGIN``
-    (sent with the transaction's first statement) and of a commit or rollback with nothing to
-    end (a transaction with no statement, or none open)."""
+def _patiently(conn: sqlite3.Connection, function: Callable[..., Any], *args: Any) -> Any:
+    """``function`` on aiosqlite's thread, waiting for another connection's lock if need be."""
+    conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+    try:
+        return function(conn, *args)
+    finally:
+        conn.execute("PRAGMA busy_timeout=0")
 
-    __slots__ = ("_in_transaction", "_pending_begin")
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _locked(error: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED, extended codes included: waiting might have helped."""
+    primary = getattr(error, "sqlite_errorcode", 0) & 0xFF
+    return primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+async def _now(function: Callable[..., Any], *args: Any) -> Any:
+    """``function`` called as SQLAlchemy awaits a driver call: it requires one, and this one
+    returns at once."""
+    return function(*args)
+
+
+class LoopConnection(AsyncAdapt_aiosqlite_connection):
+    """The connection behind :class:`LoopCursor`; it also sends ``BEGIN`` with the
+    transaction's first statement, and ends only a transaction that is open.
+
+    SQLite's own checkpoints (copying the write-ahead log into the database, with disk syncs)
+    would run inside whichever commit crosses their threshold, so they are off
+    (``wal_autocheckpoint=0``) and every ``CHECKPOINT_EVERY``-th commit is followed by one on
+    aiosqlite's thread.
+    """
+
+    __slots__ = ("_commits", "_in_transaction", "_pending_begin")
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._pending_begin: str | None = None
         self._in_transaction = True  # until a statement says otherwise
+        self._commits = 0
 
     def begin_with_next_statement(self, begin: str) -> None:
         self._pending_begin = begin
 
+    def run(self, function: Callable[..., _Outcome], begin: str | None, *args: Any) -> _Outcome:
+        """``function(sqlite_connection, begin, *args)`` here, or on aiosqlite's thread if the
+        database is locked; statements that each commit on their own (``executemany`` outside
+        a transaction) go there at once, as a retry could repeat the first of them."""
+        many = bool(args[-1])
+        if many and begin is None and not self._sqlite.in_transaction:
+            return cast(_Outcome, self._on_thread(_patiently, function, begin, *args))
+        return cast(_Outcome, self._here_or_waiting(function, begin, *args))
+
+    @property
+    def _sqlite(self) -> sqlite3.Connection:
+        driver: Any = self._connection  # aiosqlite's (private, as SQLAlchemy's use of it is)
+        return cast(sqlite3.Connection, driver._conn)
+
+    def _here_or_waiting(self, function: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await_only(_now(function, self._sqlite, *args))
+        except sqlite3.OperationalError as error:
+            if not _locked(error):
+                raise
+        return self._on_thread(_patiently, function, *args)
+
     def _on_thread(self, function: Callable[..., Any], *args: Any) -> Any:
-        # aiosqlite's own queue to its thread (untyped, and private as SQLAlchemy's use of it is).
         driver: Any = self._connection
-        return driver._execute(function, driver._conn, *args)
+        return await_only(driver._execute(function, driver._conn, *args))
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
             self._flush_begin()
             self._in_transaction = True
             return super().cursor(server_side=True)
-        return OneHopCursor(self)
+        return LoopCursor(self)
 
     def _flush_begin(self) -> None:
         if self._pending_begin is not None:
-            OneHopCursor(self).execute("SELECT 1")  # sends the BEGIN with it
+            LoopCursor(self).execute("SELECT 1")  # sends the BEGIN with it
 
     def commit(self) -> None:
-        self._end(super().commit)
+        if self._end(sqlite3.Connection.commit):
+            self._commits += 1
+            if self._commits % CHECKPOINT_EVERY == 0:
+                try:
+                    self._on_thread(_checkpoint)
+                except sqlite3.Error as error:  # the commit stands; a later one tries again
+                    log.warning("SQLite checkpoint failed: %s", error)
 
     def rollback(self) -> None:
-        self._end(super().rollback)
+        self._end(sqlite3.Connection.rollback)
 
-    def _end(self, end: Callable[[], None]) -> None:
+    def _end(self, end: Callable[[sqlite3.Connection], None]) -> bool:
+        """End the open transaction, if any; whether there was one."""
         if self._pending_begin is not None:  # BEGIN never sent: nothing to end
             self._pending_begin = None
-            return
-        if self._in_transaction:
-            end()
-            self._in_transaction = False
+            return False
+        if not self._in_transaction:
+            return False
+        try:
+            self._here_or_waiting(end)
+        except Exception as error:
+            self._handle_exception(error)
+        self._in_transaction = False
+        return True
 
 
-class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
-    """aiosqlite as SQLAlchemy adapts it, with :class:`OneHopCursor` for plain cursors."""
+class LoopDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """aiosqlite as SQLAlchemy adapts it, with :class:`LoopCursor` for plain cursors."""
 
-    def connect(self, *arg: Any, **kw: Any) -> OneHopConnection:
+    def connect(self, *arg: Any, **kw: Any) -> LoopConnection:
         adapted = super().connect(*arg, **kw)
-        return OneHopConnection(self, adapted._connection)
+        return LoopConnection(self, adapted._connection)

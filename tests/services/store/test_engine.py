@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,9 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.store import SCHEMA_VERSION, Store, current_version, normalise_database_url
+from services.store import engine as engine_module
 from services.store.engine import make_engine, single_reads
 
 
@@ -55,23 +57,33 @@ async def test_open_creates_parent_dir_and_configures_sqlite(
         async with store.engine.connect() as conn:
             assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
             assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
-            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 5000
+            # Nothing waits on the event loop's thread: not for a lock, not for a checkpoint.
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 0
+            assert (await conn.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar() == 0
         assert await current_version(store.engine) == SCHEMA_VERSION
 
 
+class Trips(list[tuple[str, str | None]]):
+    """Calls made to aiosqlite's thread: the function's name and, for one run there until the
+    lock is free, the name of what it runs. ``made`` is set at each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made = asyncio.Event()
+
+
 @contextlib.asynccontextmanager
-async def trips_to_thread(conn: AsyncConnection) -> AsyncIterator[list[tuple[str, str | None]]]:
-    """Each call made meanwhile to the aiosqlite thread of ``conn``'s connection: the function's
-    name and, for a statement, the ``BEGIN`` sent with it."""
+async def trips_to_thread(conn: AsyncConnection) -> AsyncIterator[Trips]:
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     assert driver is not None
     execute = driver._execute
-    trips: list[tuple[str, str | None]] = []
+    trips = Trips()
 
     async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
-        begin = args[1] if function.__name__ == "_execute_on_thread" else None
-        trips.append((function.__name__, begin))
+        inner = args[1].__name__ if function.__name__ == "_patiently" else None
+        trips.append((function.__name__, inner))
+        trips.made.set()
         return await execute(function, *args, **kwargs)
 
     driver._execute = counted  # counting its calls
@@ -81,60 +93,170 @@ async def trips_to_thread(conn: AsyncConnection) -> AsyncIterator[list[tuple[str
         driver._execute = execute
 
 
-async def test_a_sqlite_statement_is_one_trip_to_the_drivers_thread(tmp_path: Path) -> None:
-    """Rows, RETURNING, executemany and driver errors as SQLAlchemy expects them, each
-    statement in one call on aiosqlite's thread (issue 10)."""
+@contextlib.asynccontextmanager
+async def statements_sent(conn: AsyncConnection) -> AsyncIterator[list[str]]:
+    """The SQL that ``conn``'s SQLite connection runs meanwhile, BEGIN and COMMIT included."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    sent: list[str] = []
+    driver._conn.set_trace_callback(sent.append)
+    try:
+        yield sent
+    finally:
+        driver._conn.set_trace_callback(None)
+
+
+def two_engines(tmp_path: Path) -> tuple[AsyncEngine, AsyncEngine]:
+    """Two engines on one file, as two processes would have."""
+    url = f"sqlite:///{tmp_path}/x.sqlite3"
+    return make_engine(url), make_engine(url)
+
+
+async def test_sqlite_statements_run_on_the_event_loops_thread(tmp_path: Path) -> None:
+    """Rows, RETURNING, executemany, commits and driver errors as SQLAlchemy expects them,
+    with no trip to aiosqlite's thread (issue 10): the trip cost more than the statement."""
     engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
     try:
-        async with engine.begin() as conn:
-            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)"))
-            async with trips_to_thread(conn) as trips:
+        async with engine.connect() as conn, trips_to_thread(conn) as trips:
+            async with conn.begin():
+                await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)"))
                 await conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "a"}, {"v": "b"}])
                 returned = await conn.execute(
                     text("UPDATE t SET v = 'c' WHERE v = 'b' RETURNING id")
                 )
                 assert returned.scalar_one() == 2
-                rows = (await conn.execute(text("SELECT id, v FROM t ORDER BY id"))).all()
-                assert [tuple(row) for row in rows] == [(1, "a"), (2, "c")]
-                assert len(trips) == 3
-                with pytest.raises(IntegrityError):
-                    await conn.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            rows = (await conn.execute(text("SELECT id, v FROM t ORDER BY id"))).all()
+            assert [tuple(row) for row in rows] == [(1, "a"), (2, "c")]
+            with pytest.raises(IntegrityError):
+                await conn.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            await conn.rollback()
+            assert trips == []
+    finally:
+        await engine.dispose()
+
+
+async def test_statements_that_each_commit_go_to_the_thread_at_once(tmp_path: Path) -> None:
+    """``executemany`` outside a transaction commits row by row: refused half-way for a lock,
+    it could not be run again from the start, so it runs where it may wait."""
+    engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        async with single_reads(engine).connect() as conn, trips_to_thread(conn) as trips:
+            await conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": 1}, {"v": 2}])
+            assert trips == [("_patiently", "_execute")]
+            assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2
     finally:
         await engine.dispose()
 
 
 async def test_a_sqlite_transaction_sends_begin_with_its_first_statement(tmp_path: Path) -> None:
     """BEGIN rides with the first statement, a transaction with none sends nothing, and
-    only an open transaction is committed or rolled back (issue 10): a write is two trips."""
-    engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
-    other = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
+    only an open transaction is committed or rolled back (issue 10)."""
+    engine, other = two_engines(tmp_path)
     try:
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE t (v INTEGER)"))
-        async with engine.connect() as conn, trips_to_thread(conn) as trips:
+        async with engine.connect() as conn, statements_sent(conn) as sent:
             await conn.commit()  # nothing began: nothing sent
-            assert trips == []
+            assert sent == []
             writer = await conn.execution_options(fluxbot_begin="IMMEDIATE")
             async with writer.begin():
                 await writer.execute(text("INSERT INTO t VALUES (1)"))
-                # BEGIN IMMEDIATE went with the insert: another writer waits for this one.
-                async with other.connect() as blocked:
-                    await blocked.exec_driver_sql("PRAGMA busy_timeout=0")
-                    await blocked.commit()
-                    second = await blocked.execution_options(fluxbot_begin="IMMEDIATE")
-                    with pytest.raises(OperationalError, match="database is locked"):
-                        async with second.begin():
-                            await second.execute(text("SELECT 1"))
-            assert trips == [("_execute_on_thread", "BEGIN IMMEDIATE"), ("commit", None)]
+                assert sent == ["BEGIN IMMEDIATE", "INSERT INTO t VALUES (1)"]
+            assert sent[2:] == ["COMMIT"]
             assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
             await conn.rollback()
-            assert [name for name, _ in trips[2:]] == ["_execute_on_thread", "rollback"]
+            assert sent[3:] == ["BEGIN IMMEDIATE", "SELECT count(*) FROM t", "ROLLBACK"]
     finally:
         await other.dispose()
         await engine.dispose()
 
 
-async def test_a_single_read_is_one_trip_and_leaves_no_transaction(tmp_path: Path) -> None:
+async def test_a_locked_database_is_waited_for_off_the_event_loop(tmp_path: Path) -> None:
+    """Another connection's write lock refuses our BEGIN IMMEDIATE on the loop's thread (busy
+    timeout 0); it is sent again on aiosqlite's thread, which waits while the loop goes on."""
+    engine, other = two_engines(tmp_path)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        async with other.connect() as holding, engine.connect() as conn:
+            holder = await holding.execution_options(fluxbot_begin="IMMEDIATE")
+            await holder.begin()
+            await holder.execute(text("INSERT INTO t VALUES (1)"))
+            writer = await conn.execution_options(fluxbot_begin="IMMEDIATE")
+
+            async def write() -> None:
+                async with writer.begin():
+                    await writer.execute(text("INSERT INTO t VALUES (2)"))
+
+            async with trips_to_thread(conn) as trips:
+                waiting = asyncio.create_task(write())
+                await trips.made.wait()
+                assert trips == [("_patiently", "_execute")]
+                assert not waiting.done()
+                await holder.commit()  # on the loop, while the other waits on its thread
+                await waiting
+            counted = await conn.execute(text("SELECT count(*) FROM t"))
+            assert counted.scalar_one() == 2
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 0
+    finally:
+        await other.dispose()
+        await engine.dispose()
+
+
+async def test_a_lock_held_past_the_busy_timeout_fails_as_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    engine, other = two_engines(tmp_path)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        async with other.connect() as holding, engine.connect() as conn:
+            holder = await holding.execution_options(fluxbot_begin="IMMEDIATE")
+            await holder.begin()
+            await holder.execute(text("INSERT INTO t VALUES (1)"))
+            writer = await conn.execution_options(fluxbot_begin="IMMEDIATE")
+            with pytest.raises(OperationalError, match="database is locked"):
+                async with writer.begin():
+                    await writer.execute(text("INSERT INTO t VALUES (2)"))
+            await holder.commit()
+            async with writer.begin():  # the connection is usable again
+                await writer.execute(text("INSERT INTO t VALUES (3)"))
+            counted = await conn.execute(text("SELECT sum(v) FROM t"))
+            assert counted.scalar_one() == 4
+    finally:
+        await other.dispose()
+        await engine.dispose()
+
+
+async def test_the_write_ahead_log_is_checkpointed_on_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's own checkpoints are off (they would sync the disk inside a commit, on the
+    loop): every CHECKPOINT_EVERY-th commit of a connection is followed by one on the thread."""
+    monkeypatch.setattr(engine_module, "CHECKPOINT_EVERY", 3)
+    engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+            await conn.commit()
+            async with trips_to_thread(conn) as trips:
+                for value in range(7):
+                    await conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+                    await conn.commit()
+                    await conn.commit()  # nothing open: not counted
+            assert trips == [("_checkpoint", None), ("_checkpoint", None)]
+            checkpoint = await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            busy, frames, written_back = tuple(checkpoint.one())
+            assert (busy, frames) == (0, written_back), "every frame written back"
+    finally:
+        await engine.dispose()
+
+
+async def test_a_single_read_sends_no_begin_and_leaves_no_transaction(tmp_path: Path) -> None:
     """A read of one statement sends no BEGIN, so no ROLLBACK follows it (issue 10); what it
     reads is whatever was committed, as a transaction's first read would have seen."""
     engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
@@ -142,9 +264,9 @@ async def test_a_single_read_is_one_trip_and_leaves_no_transaction(tmp_path: Pat
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE t (v INTEGER)"))
             await conn.execute(text("INSERT INTO t VALUES (7)"))
-        async with single_reads(engine).connect() as conn, trips_to_thread(conn) as trips:
+        async with single_reads(engine).connect() as conn, statements_sent(conn) as sent:
             assert (await conn.execute(text("SELECT v FROM t"))).scalar_one() == 7
-        assert trips == [("_execute_on_thread", None)], "no BEGIN, and closed without a ROLLBACK"
+        assert sent == ["SELECT v FROM t"], "no BEGIN, and closed without a ROLLBACK"
         async with engine.begin() as conn:  # the pooled connection writes as before
             await conn.execute(text("INSERT INTO t VALUES (8)"))
         async with single_reads(engine).connect() as conn:
