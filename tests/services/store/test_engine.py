@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.store import SCHEMA_VERSION, Store, current_version, normalise_database_url
 from services.store import engine as engine_module
@@ -107,10 +107,25 @@ async def statements_sent(conn: AsyncConnection) -> AsyncIterator[list[str]]:
         driver._conn.set_trace_callback(None)
 
 
-def two_engines(tmp_path: Path) -> tuple[AsyncEngine, AsyncEngine]:
-    """Two engines on one file, as two processes would have."""
+@contextlib.asynccontextmanager
+async def another_holds_the_lock(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[AsyncConnection, AsyncConnection]]:
+    """Table ``t``, where another engine (another process, as it were) wrote 1 in a transaction
+    still open; yields its connection and ours, whose transactions ask for the write lock."""
     url = f"sqlite:///{tmp_path}/x.sqlite3"
-    return make_engine(url), make_engine(url)
+    engine, other = make_engine(url), make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        async with other.connect() as holding, engine.connect() as conn:
+            holder = await holding.execution_options(fluxbot_begin="IMMEDIATE")
+            await holder.begin()
+            await holder.execute(text("INSERT INTO t VALUES (1)"))
+            yield holder, await conn.execution_options(fluxbot_begin="IMMEDIATE")
+    finally:
+        await other.dispose()
+        await engine.dispose()
 
 
 async def test_sqlite_statements_run_on_the_event_loops_thread(tmp_path: Path) -> None:
@@ -154,7 +169,7 @@ async def test_statements_that_each_commit_go_to_the_thread_at_once(tmp_path: Pa
 async def test_a_sqlite_transaction_sends_begin_with_its_first_statement(tmp_path: Path) -> None:
     """BEGIN rides with the first statement, a transaction with none sends nothing, and
     only an open transaction is committed or rolled back (issue 10)."""
-    engine, other = two_engines(tmp_path)
+    engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
     try:
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE t (v INTEGER)"))
@@ -170,66 +185,41 @@ async def test_a_sqlite_transaction_sends_begin_with_its_first_statement(tmp_pat
             await conn.rollback()
             assert sent[3:] == ["BEGIN IMMEDIATE", "SELECT count(*) FROM t", "ROLLBACK"]
     finally:
-        await other.dispose()
         await engine.dispose()
 
 
 async def test_a_locked_database_is_waited_for_off_the_event_loop(tmp_path: Path) -> None:
     """Another connection's write lock refuses our BEGIN IMMEDIATE on the loop's thread (busy
     timeout 0); it is sent again on aiosqlite's thread, which waits while the loop goes on."""
-    engine, other = two_engines(tmp_path)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
-        async with other.connect() as holding, engine.connect() as conn:
-            holder = await holding.execution_options(fluxbot_begin="IMMEDIATE")
-            await holder.begin()
-            await holder.execute(text("INSERT INTO t VALUES (1)"))
-            writer = await conn.execution_options(fluxbot_begin="IMMEDIATE")
+    async with another_holds_the_lock(tmp_path) as (holder, writer):
 
-            async def write() -> None:
-                async with writer.begin():
-                    await writer.execute(text("INSERT INTO t VALUES (2)"))
+        async def write() -> None:
+            async with writer.begin():
+                await writer.execute(text("INSERT INTO t VALUES (2)"))
 
-            async with trips_to_thread(conn) as trips:
-                waiting = asyncio.create_task(write())
-                await trips.made.wait()
-                assert trips == [("_patiently", "_execute")]
-                assert not waiting.done()
-                await holder.commit()  # on the loop, while the other waits on its thread
-                await waiting
-            counted = await conn.execute(text("SELECT count(*) FROM t"))
-            assert counted.scalar_one() == 2
-            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 0
-    finally:
-        await other.dispose()
-        await engine.dispose()
+        async with trips_to_thread(writer) as trips:
+            waiting = asyncio.create_task(write())
+            await trips.made.wait()
+            assert trips == [("_patiently", "_execute")]
+            assert not waiting.done()
+            await holder.commit()  # on the loop, while the other waits on its thread
+            await waiting
+        assert (await writer.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2
+        assert (await writer.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 0
 
 
 async def test_a_lock_held_past_the_busy_timeout_fails_as_locked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 50)
-    engine, other = two_engines(tmp_path)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
-        async with other.connect() as holding, engine.connect() as conn:
-            holder = await holding.execution_options(fluxbot_begin="IMMEDIATE")
-            await holder.begin()
-            await holder.execute(text("INSERT INTO t VALUES (1)"))
-            writer = await conn.execution_options(fluxbot_begin="IMMEDIATE")
-            with pytest.raises(OperationalError, match="database is locked"):
-                async with writer.begin():
-                    await writer.execute(text("INSERT INTO t VALUES (2)"))
-            await holder.commit()
-            async with writer.begin():  # the connection is usable again
-                await writer.execute(text("INSERT INTO t VALUES (3)"))
-            counted = await conn.execute(text("SELECT sum(v) FROM t"))
-            assert counted.scalar_one() == 4
-    finally:
-        await other.dispose()
-        await engine.dispose()
+    async with another_holds_the_lock(tmp_path) as (holder, writer):
+        with pytest.raises(OperationalError, match="database is locked"):
+            async with writer.begin():
+                await writer.execute(text("INSERT INTO t VALUES (2)"))
+        await holder.commit()
+        async with writer.begin():  # the connection is usable again
+            await writer.execute(text("INSERT INTO t VALUES (3)"))
+        assert (await writer.execute(text("SELECT sum(v) FROM t"))).scalar_one() == 4
 
 
 async def test_the_write_ahead_log_is_checkpointed_on_the_thread(
