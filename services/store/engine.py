@@ -167,7 +167,7 @@ class LoopCursor:
         adapted = self._adapt_connection
         begin, adapted._pending_begin = adapted._pending_begin, None
         try:
-            outcome = adapted.run(_execute, begin, operation, parameters, many)
+            outcome = adapted.run(begin, operation, parameters, many)
             rows, self.description, self.rowcount, self.lastrowid, adapted._in_transaction = outcome
         except Exception as error:
             adapted._in_transaction = True  # unknown after a failure: let rollback go through
@@ -268,14 +268,14 @@ class LoopConnection(AsyncAdapt_aiosqlite_connection):
     def begin_with_next_statement(self, begin: str) -> None:
         self._pending_begin = begin
 
-    def run(self, function: Callable[..., _Outcome], begin: str | None, *args: Any) -> _Outcome:
-        """``function(sqlite_connection, begin, *args)`` here, or on aiosqlite's thread if the
-        database is locked; statements that each commit on their own (``executemany`` outside
-        a transaction) go there at once, as a retry could repeat the first of them."""
-        many = bool(args[-1])
+    def run(self, begin: str | None, operation: str, parameters: Any, many: bool) -> _Outcome:
+        """The statement here, or on aiosqlite's thread if the database is locked; statements
+        that each commit on their own (``executemany`` outside a transaction) go there at once,
+        as a retry could repeat the first of them."""
+        args = (begin, operation, parameters, many)
         if many and begin is None and not self._sqlite.in_transaction:
-            return cast(_Outcome, self._on_thread(_patiently, function, begin, *args))
-        return cast(_Outcome, self._here_or_waiting(function, begin, *args))
+            return cast(_Outcome, self._on_thread(_patiently, _execute, *args))
+        return cast(_Outcome, self._here_or_waiting(_execute, *args))
 
     @property
     def _sqlite(self) -> sqlite3.Connection:
@@ -292,7 +292,7 @@ class LoopConnection(AsyncAdapt_aiosqlite_connection):
 
     def _on_thread(self, function: Callable[..., Any], *args: Any) -> Any:
         driver: Any = self._connection
-        return await_only(driver._execute(function, driver._conn, *args))
+        return await_only(driver._execute(function, self._sqlite, *args))
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
