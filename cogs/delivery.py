@@ -12,6 +12,7 @@ final state, since Discord limits edits of old messages separately (30046, DESIG
 
 from __future__ import annotations
 
+import collections
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,8 @@ FINAL = frozenset({GenerationStatus.DONE, GenerationStatus.FAILED, GenerationSta
 #: Refusals that mean "not now", not "not allowed": archived (a post unarchives) or locked.
 THREAD_ARCHIVED, THREAD_LOCKED = 50083, 160005
 THREAD_CLOSED = frozenset({THREAD_ARCHIVED, THREAD_LOCKED})
+#: How many archived threads are kept in mind (see ``DiscordPublisher.thread_updated``).
+ARCHIVED_KEPT = 10_000
 
 
 class DiscordClock:
@@ -81,6 +84,8 @@ class DiscordPublisher:
         self.references = References(bot, self.work, post=self._post_fitted)
         #: Cards whose failed edit was already explained in their thread.
         self._told: set[int] = set()
+        #: Threads the gateway last said are archived: discord.py drops those from its cache.
+        self._archived_threads: collections.OrderedDict[int, None] = collections.OrderedDict()
 
     # -- where things go ----------------------------------------------------------------
 
@@ -128,12 +133,12 @@ class DiscordPublisher:
         generation = await self.bot.store.generations.latest_for_card(card_message_id)
         if generation is None or generation.card_channel_id is None:
             return
-        if generation.status not in FINAL and (
-            self.clock.age(card_message_id) > OLD_CARD or self._archived(generation.card_channel_id)
-        ):
-            # An old card shows each job's final state only: one edit per job. A card in an
-            # archived thread can't be edited until the result (a post) unarchives it.
+        if self._archived(generation.card_channel_id):
+            # Refused in any state (50083) until a post unarchives the thread; its job's edits
+            # then show the newest state, so a final state waiting here is not lost.
             return
+        if generation.status not in FINAL and self.clock.age(card_message_id) > OLD_CARD:
+            return  # an old card shows each job's final state only: one edit per job
         card = self._messageable(generation.card_channel_id, generation.guild_id)
         fields = await card_fields(self.bot, generation)
         try:
@@ -170,6 +175,17 @@ class DiscordPublisher:
 
     async def fresh_reference_urls(self, generation: Generation) -> list[str]:
         return await self.references.fresh_urls(generation)
+
+    async def thread_updated(self, payload: discord.RawThreadUpdateEvent) -> None:
+        """Keep archived threads in mind (the newest ``ARCHIVED_KEPT``): a card in one is
+        refused any edit (50083) until a post unarchives it."""
+        if payload.data.get("thread_metadata", {}).get("archived"):
+            self._archived_threads[payload.thread_id] = None
+            self._archived_threads.move_to_end(payload.thread_id)
+            if len(self._archived_threads) > ARCHIVED_KEPT:
+                self._archived_threads.popitem(last=False)
+        else:
+            self._archived_threads.pop(payload.thread_id, None)
 
     async def thread_created(self, thread: discord.Thread) -> None:
         """The gateway's news that a results thread exists (see ``CardWork.thread_created``)."""
@@ -306,8 +322,7 @@ class DiscordPublisher:
         return thread_id, True
 
     def _archived(self, channel_id: int) -> bool:
-        channel = self.bot.get_channel(channel_id)
-        return isinstance(channel, discord.Thread) and channel.archived
+        return channel_id in self._archived_threads
 
     def _locked(self, thread_id: int) -> bool:
         """Whether the gateway said this thread is locked to the bot (no Manage Threads)."""
@@ -391,6 +406,7 @@ async def setup(bot: FluxBot) -> None:
     publisher = DiscordPublisher(bot)
     bot.add_listener(publisher.clock.on_interaction, "on_interaction")
     bot.add_listener(publisher.thread_created, "on_thread_create")
+    bot.add_listener(publisher.thread_updated, "on_raw_thread_update")
     bot.generations.attach(publisher)
 
 
@@ -403,4 +419,5 @@ async def teardown(bot: FluxBot) -> None:
     if isinstance(publisher, DiscordPublisher):
         bot.remove_listener(publisher.clock.on_interaction, "on_interaction")
         bot.remove_listener(publisher.thread_created, "on_thread_create")
+        bot.remove_listener(publisher.thread_updated, "on_raw_thread_update")
         await publisher.work.close()  # threads still being opened for jobs that won't post
