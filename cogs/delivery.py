@@ -395,6 +395,10 @@ class DiscordPublisher:
     ) -> discord.Message:
         return await self._send(generation, [(fitted, False)], content=note)
 
+    async def post_notice(self, generation: Generation, text: str) -> int:
+        """``text`` where the job's results go, as they go (see ``_send``)."""
+        return await self._send_text(generation, text)
+
     async def _send_text(
         self, generation: Generation, text: str, *, view: discord.ui.View | None = None
     ) -> int:

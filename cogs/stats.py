@@ -19,10 +19,12 @@ from discord.ext import commands
 
 from cogs._render import NO_MENTIONS
 from cogs._replies import reply
+from cogs.delivery import DiscordPublisher
 from services.charts import spend_chart_png
 from services.costs import SpendReport, format_usd, nanos_to_usd, spend_report
 from services.job_stats import JobStats, job_stats
 from services.store import Generation, GenerationStatus
+from services.worker import NoPublisher
 
 if TYPE_CHECKING:
     from bot import FluxBot
@@ -170,9 +172,11 @@ class DiscordCostNotices:
         await channel.send(text, view=view, allowed_mentions=NO_MENTIONS)
 
     async def card_notice(self, generation: Generation, text: str) -> None:
-        where = generation.thread_id or generation.channel_id
-        channel = self.bot.get_partial_messageable(where, guild_id=generation.guild_id)
-        await channel.send(text, allowed_mentions=NO_MENTIONS)
+        # As results are posted: the job's thread may still be opening, or be gone.
+        publisher = self.bot.generations.publisher()
+        if not isinstance(publisher, DiscordPublisher):
+            raise NoPublisher(detail="no Discord delivery is attached")
+        await publisher.post_notice(generation, text)
 
 
 class StatsCog(commands.Cog):

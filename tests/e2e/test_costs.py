@@ -14,6 +14,7 @@ from tests.e2e.test_nsfw import admin, settings_command
 from tests.world import World
 
 PAUSED = "⏸️"
+THREADS = r"^/channels/\d+/messages/\d+/threads$"
 
 
 def from_bot(world: World, channel_id: int, prefix: str) -> list[dict[str, Any]]:
@@ -131,6 +132,22 @@ async def test_out_of_credits_pauses_with_one_message_per_card_until_credit_is_b
         assert len(from_bot(world, card_id, PAUSED)) == 1
     assert [m["content"][:2] for m in world.discord.messages(ops)] == ["⏸️", "▶️"]
     assert world.api.calls == 3
+
+
+async def test_a_pause_notice_waits_for_a_thread_still_being_opened(world: World):
+    """Told in its thread, as its results will be, though the thread comes late (the
+    channel's thread budget is spent): not sent to a thread that does not exist yet."""
+    world.api.balance = Decimal(0)
+    first = await world.card_of(await world.imagine("first, refused for credits"))
+    await world.discord.wait_for_message(
+        lambda m: m["channel_id"] == str(first) and m["content"].startswith(PAUSED)
+    )
+    world.discord.rate_limit_next("POST", THREADS, retry_after=1.0)
+    second = await world.card_of(await world.imagine("second, its thread late"))
+    await world.discord.wait_for_message(
+        lambda m: m["channel_id"] == str(second) and m["content"].startswith(PAUSED)
+    )
+    assert [r for r in world.discord.requests if r.status == 404] == []
 
 
 async def test_an_admin_can_resume_by_hand_and_members_cannot(world: World, ops: int):
