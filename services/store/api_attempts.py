@@ -26,7 +26,7 @@ async def add_attempt(
     paid for: ``JobQueueRepository.answered``)."""
     values = attempt.model_dump() | {"created_at": created_at}
     result = await conn.execute(_INSERT, values)
-    return ApiAttemptRecord.model_validate(result.one()._mapping)
+    return ApiAttemptRecord.model_validate(result.one()._asdict())
 
 
 class ApiAttemptRepository:
@@ -57,7 +57,7 @@ class ApiAttemptRepository:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [ApiAttemptRecord.model_validate(row._mapping) for row in rows]
+        return [ApiAttemptRecord.model_validate(row._asdict()) for row in rows]
 
     async def spent(
         self,

@@ -56,8 +56,9 @@ def _guarded_update(allowed_from: tuple[GenerationStatus, ...] | None) -> Update
 
 def record(row: Row[Any]) -> Generation:
     # ``parameters`` arrives built without validation (columns.ParametersJSON): old rows stay
-    # readable if limits tighten later, and pydantic keeps the instance as it is.
-    return Generation.model_validate(row._mapping)
+    # readable if limits tighten later, and pydantic keeps the instance as it is. A dict, as
+    # pydantic reads one 2.5x faster than a row's mapping (38 µs against 15, issue 10).
+    return Generation.model_validate(row._asdict())
 
 
 def _record_or_none(row: Row[Any] | None) -> Generation | None:
