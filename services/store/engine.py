@@ -1,7 +1,8 @@
 """Database URLs and the engine: the one place that knows SQLite and PostgreSQL differ at connect.
 
 SQLAlchemy async Core over aiosqlite, whose statements run on the event loop's thread where
-nothing can wait (``LoopCursor``); PostgreSQL (asyncpg) is a ``DATABASE_URL`` change.
+nothing can wait (``LoopCursor``), and, when nothing needs to wait, outside SQLAlchemy's greenlet
+(``LoopAsyncEngine``); PostgreSQL (asyncpg) is a ``DATABASE_URL`` change.
 """
 
 from __future__ import annotations
@@ -10,20 +11,24 @@ import collections
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import aiosqlite
-from sqlalchemy import Connection, Table, event
+from sqlalchemy import Connection, Executable, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_dbapi,
 )
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, CursorResult, make_url
+from sqlalchemy.engine.interfaces import CoreExecuteOptionsParameter, _CoreAnyExecuteParams
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import await_only
+from sqlalchemy.util.concurrency import greenlet_spawn, in_greenlet
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +90,10 @@ def make_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         # The connection is made on aiosqlite's thread and used on the event loop's too
         # (LoopCursor), never on both at once: each call to the thread is awaited.
-        engine = create_async_engine(
+        adapted = create_async_engine(
             parsed, module=LoopDBAPI(aiosqlite, sqlite3), connect_args={"check_same_thread": False}
         )
+        engine: AsyncEngine = LoopAsyncEngine(adapted.sync_engine)
     else:
         engine = create_async_engine(parsed)
     if engine.dialect.name == "sqlite":
@@ -169,6 +175,9 @@ class LoopCursor:
         try:
             outcome = adapted.run(begin, operation, parameters, many)
             rows, self.description, self.rowcount, self.lastrowid, adapted._in_transaction = outcome
+        except WaitOffLoop:
+            adapted._pending_begin = begin  # not sent: it goes with the statement's second try
+            raise
         except Exception as error:
             adapted._in_transaction = True  # unknown after a failure: let rollback go through
             adapted._handle_exception(error)
@@ -283,7 +292,10 @@ class LoopConnection(AsyncAdapt_aiosqlite_connection):
         return cast(sqlite3.Connection, driver._conn)
 
     def _here_or_waiting(self, function: Callable[..., Any], *args: Any) -> Any:
+        awaiting = in_greenlet()
         try:
+            if not awaiting:  # called by LoopAsyncConnection: nothing to satisfy
+                return function(self._sqlite, *args)
             return await_only(_now(function, self._sqlite, *args))
         except sqlite3.OperationalError as error:
             if not _locked(error):
@@ -291,11 +303,15 @@ class LoopConnection(AsyncAdapt_aiosqlite_connection):
         return self._on_thread(_patiently, function, *args)
 
     def _on_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        if not in_greenlet():
+            raise WaitOffLoop  # only a call under SQLAlchemy's greenlet can await the thread
         driver: Any = self._connection
         return await_only(driver._execute(function, self._sqlite, *args))
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
+            if not in_greenlet():
+                raise WaitOffLoop  # aiosqlite's cursors are made on its thread
             self._flush_begin()
             self._in_transaction = True
             return super().cursor(server_side=True)
@@ -330,6 +346,85 @@ class LoopConnection(AsyncAdapt_aiosqlite_connection):
             self._handle_exception(error)
         self._in_transaction = False
         return True
+
+
+class WaitOffLoop(Exception):
+    """Raised by :class:`LoopConnection` for a call made outside SQLAlchemy's greenlet that must
+    go to aiosqlite's thread (the database is locked, say): the caller makes it again inside one.
+    What was refused has not run (a BEGIN sent before it stands, and is not sent again)."""
+
+
+class LoopAsyncConnection(AsyncConnection):
+    """SQLite: connect, execute and close without SQLAlchemy's greenlet when nothing waits.
+
+    ``AsyncConnection`` runs each of them in a new greenlet (a statement there also yields to
+    the event loop once), and closes through a task of its own: with statements already on the
+    loop's thread, that machinery cost more CPU than SQLAlchemy's own execution (issue 10). So
+    each runs as a plain call when it cannot wait: a pooled connection is free (else one is
+    made, on aiosqlite's thread), the pool takes it back without closing it, the statement does
+    not find the database locked (:class:`WaitOffLoop`). Otherwise, SQLAlchemy's way. Commits
+    keep it, as a checkpoint may follow them on the thread.
+    """
+
+    async def start(self, is_ctxmanager: bool = False) -> AsyncConnection:
+        pool = self.sync_engine.pool
+        if self.sync_connection is None and isinstance(pool, QueuePool) and pool.checkedin():
+            self.sync_connection = self._assign_proxied(self.sync_engine.connect())
+            return self
+        return await super().start(is_ctxmanager)
+
+    async def execute(
+        self,
+        statement: Executable,
+        parameters: _CoreAnyExecuteParams | None = None,
+        *,
+        execution_options: CoreExecuteOptionsParameter | None = None,
+    ) -> CursorResult[Any]:
+        try:
+            return self._proxied.execute(statement, parameters, execution_options=execution_options)
+        except WaitOffLoop:
+            return await super().execute(statement, parameters, execution_options=execution_options)
+
+    async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        if self._closes_here():
+            self._proxied.close()
+        else:
+            await super().__aexit__(type_, value, traceback)
+
+    def _closes_here(self) -> bool:
+        """Whether closing only rolls back and hands the connection back to the pool, all on
+        the loop's thread: a connection the pool closes instead is closed on aiosqlite's."""
+        pool = self.sync_engine.pool
+        connection = self.sync_connection
+        return (
+            connection is not None
+            and not connection.invalidated
+            and isinstance(pool, QueuePool)
+            and pool.checkedin() < pool.size()
+        )
+
+
+class LoopAsyncEngine(AsyncEngine):
+    """The SQLite engine: its connections are :class:`LoopAsyncConnection`."""
+
+    _connection_cls = LoopAsyncConnection
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """As ``AsyncEngine.begin``; the transaction begins without a greenlet (BEGIN itself
+        is sent with its first statement), its commit or rollback in one."""
+        async with self.connect() as conn:
+            assert conn.sync_connection is not None
+            transaction = conn.sync_connection.begin()
+            try:
+                yield conn
+            except BaseException:
+                await greenlet_spawn(transaction.__exit__, *sys.exc_info())
+                raise
+            await greenlet_spawn(transaction.__exit__, None, None, None)
+
+    def execution_options(self, **opt: Any) -> AsyncEngine:
+        return LoopAsyncEngine(self.sync_engine.execution_options(**opt))
 
 
 class LoopDBAPI(AsyncAdapt_aiosqlite_dbapi):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import engine as async_engine_module
+from sqlalchemy.pool import QueuePool
 
 from services.store import SCHEMA_VERSION, Store, current_version, normalise_database_url
 from services.store import engine as engine_module
@@ -262,4 +264,99 @@ async def test_a_single_read_sends_no_begin_and_leaves_no_transaction(tmp_path: 
         async with single_reads(engine).connect() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2
     finally:
+        await engine.dispose()
+
+
+@contextlib.contextmanager
+def greenlets_spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The names of what SQLAlchemy's async layer runs in a greenlet of its own, meanwhile."""
+    spawned: list[str] = []
+    spawn = async_engine_module.greenlet_spawn
+
+    async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
+        spawned.append(function.__name__)
+        return await spawn(function, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(async_engine_module, "greenlet_spawn", counted)
+        patch.setattr(engine_module, "greenlet_spawn", counted)
+        yield spawned
+
+
+async def test_sqlite_work_needs_no_greenlet_but_for_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connect, execute and close are plain calls on SQLite (a greenlet and a task each cost
+    more than the statement, issue 10); a transaction's end keeps one (a checkpoint may follow)."""
+    engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
+    try:
+        async with engine.begin() as conn:  # the pool's first connection is made in one
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        with greenlets_spawned(monkeypatch) as spawned:
+            async with engine.execution_options(**engine_module.WRITE).begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (1)"))
+            assert spawned == ["__exit__"]
+            async with single_reads(engine).connect() as conn:
+                assert (await conn.execute(text("SELECT sum(v) FROM t"))).scalar_one() == 1
+            assert spawned == ["__exit__"]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_the_pool_closes_is_closed_on_the_thread(tmp_path: Path) -> None:
+    """More connections at once than the pool keeps: those it closes on their return are
+    closed on aiosqlite's thread (their threads end), the others kept open for reuse."""
+    engine = make_engine(f"sqlite:///{tmp_path}/x.sqlite3")
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            drivers = []
+            for _ in range(pool.size() + 2):
+                conn = await stack.enter_async_context(engine.connect())
+                assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+                drivers.append((await conn.get_raw_connection()).driver_connection)
+        closed = [driver for driver in drivers if driver._connection is None]
+        assert len(closed) == 2
+        assert pool.checkedin() == pool.size()
+        async with engine.connect() as conn:  # a kept one serves again
+            assert (await conn.execute(text("SELECT 2"))).scalar_one() == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_locked_database_is_waited_for_off_the_loop_by_a_store_write(
+    tmp_path: Path,
+) -> None:
+    """An engine's write transaction (the store's every write) whose first statement finds
+    the lock held: the statement goes again on aiosqlite's thread and waits there."""
+    url = f"sqlite:///{tmp_path}/x.sqlite3"
+    engine, other = make_engine(url), make_engine(url)
+    writes = engine.execution_options(**engine_module.WRITE)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+        async with other.connect() as holding:
+            holder = await holding.execution_options(**engine_module.WRITE)
+            await holder.begin()
+            await holder.execute(text("INSERT INTO t VALUES (2)"))
+            seen: asyncio.Future[Trips] = asyncio.get_running_loop().create_future()
+
+            async def write() -> None:
+                async with writes.begin() as conn, trips_to_thread(conn) as trips:
+                    seen.set_result(trips)
+                    await conn.execute(text("INSERT INTO t VALUES (3)"))
+
+            writing = asyncio.create_task(write())
+            trips = await seen
+            await trips.made.wait()
+            assert trips == [("_patiently", "_execute")]
+            assert not writing.done()
+            await holder.commit()  # on the loop, while the other waits on its thread
+            await writing
+        async with single_reads(engine).connect() as conn:
+            assert (await conn.execute(text("SELECT sum(v) FROM t"))).scalar_one() == 6
+    finally:
+        await other.dispose()
         await engine.dispose()
