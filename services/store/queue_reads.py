@@ -22,6 +22,12 @@ WAITING = (GenerationStatus.QUEUED, GenerationStatus.INTERRUPTED)
 STATE_ROW = queue_state.c.id == 1
 
 
+#: The queue's depth, read at every heartbeat.
+_DEPTH = (
+    select(generations.c.status, func.count())
+    .where(generations.c.status.in_([str(s) for s in UNFINISHED]))
+    .group_by(generations.c.status)
+)
 #: Checked at every admission, so built once (issue 10).
 _MEMBER_ACTIVE = (
     select(func.count())
@@ -70,14 +76,8 @@ class QueueReads:
 
     async def depth(self) -> tuple[int, int]:
         """Running and waiting jobs, whole bot."""
-        status = generations.c.status
-        query = (
-            select(status, func.count())
-            .where(status.in_([str(s) for s in UNFINISHED]))
-            .group_by(status)
-        )
         async with self._engine.connect() as conn:
-            counts = {row[0]: int(row[1]) for row in await conn.execute(query)}
+            counts = {row[0]: int(row[1]) for row in await conn.execute(_DEPTH)}
         running = counts.get(GenerationStatus.RUNNING, 0)
         return running, sum(counts.values()) - running
 
