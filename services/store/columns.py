@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -91,4 +92,10 @@ class ParametersJSON(TypeDecorator[GenerationParameters]):
     def process_result_value(
         self, value: str | None, dialect: Dialect
     ) -> GenerationParameters | None:
-        return None if value is None else GenerationParameters.model_construct(**json.loads(value))
+        return None if value is None else _stored_parameters(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _stored_parameters(text: str) -> GenerationParameters:
+    """One frozen instance per stored text: a job's row is read about eight times (issue 10)."""
+    return GenerationParameters.model_construct(**json.loads(text))
