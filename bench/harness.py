@@ -158,8 +158,8 @@ async def bot_process(
 ) -> AsyncIterator[BotProcess]:
     """The bot (tests/botprocess.py) or the relay (bench/relay.py) in a child process, stopped
     through its protocol at the end. ``profile``: a file for py-spy's samples (collapsed
-    stacks) of the ready process; ``monitor``: whether it measures its event-loop lag (costs
-    CPU)."""
+    stacks) of the ready process, beside which it writes its own (``.samples.txt``,
+    ``bench/samples.py``); ``monitor``: whether it measures its event-loop lag (costs CPU)."""
     process = await BotProcess.start(
         discord_url,
         {"discord_token": TOKEN, "aimlapi_key": API_KEY, **settings},
@@ -167,6 +167,9 @@ async def bot_process(
         log_file=log,
         module=module,
         monitor=monitor,
+        cpu_samples=None
+        if profile is None
+        else profile.with_suffix("").with_suffix(".samples.txt"),
     )
     try:
         spy = await _py_spy(process.pid, profile) if profile else None
@@ -177,6 +180,11 @@ async def bot_process(
     finally:
         if process.returncode is None:
             await process.kill()
+
+
+def own_samples(profile: Path) -> Path:
+    """Where a process profiled into ``X.py-spy.txt`` writes its own samples: ``X.samples.txt``."""
+    return profile.with_suffix("").with_suffix(".samples.txt")
 
 
 async def _py_spy(pid: int, output: Path) -> asyncio.subprocess.Process:

@@ -1,6 +1,8 @@
-"""The top costs in a py-spy profile written by ``bench/run.py --profile``.
+"""The top costs in a profile written by ``bench/run.py --profile``: py-spy's, or the process's
+own (``X.samples.txt``, ``bench/samples.py``; whole stacks, where py-spy's lose the frames under
+SQLAlchemy's greenlets).
 
-``python bench/hotspots.py LOGDIR/R-bot.py-spy.txt [--top 15]`` prints the frames with the
+``python bench/hotspots.py LOGDIR/R1-bot-sqlite.samples.txt [--top 15]`` prints the frames with the
 largest share of samples *inside* them (inclusive: a call and all it calls) and the lines where
 the samples were *taken* (self: the Python line that was running or had called into C code,
 e.g. Pillow's decoder or zlib). Samples of a thread that was waiting (in the event loop's

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -34,6 +35,7 @@ import discord.http
 import yarl
 from discord import app_commands
 
+from bench.samples import CpuSamples
 from tests.procfs import proc_status, reset_peak_rss
 
 MODEL = "flux/dev/image-to-image"  # the bot's default (DESIGN §2)
@@ -130,6 +132,7 @@ async def main() -> None:
     task = asyncio.create_task(relay.start(config["token"]))
     await asyncio.wait_for(relay.ready.wait(), 30)
     answer({"ready": True, "pid_rss": proc_status()})
+    samples = CpuSamples() if config.get("cpu_samples") else None
     while line := (await reader.readline()).decode().strip():
         if line in ("stats", "settle"):
             answer(proc_status())
@@ -140,6 +143,8 @@ async def main() -> None:
     await relay.close()
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(task, 30)
+    if samples is not None:
+        samples.write(Path(config["cpu_samples"]))
     answer({"stopped": True})
 
 

@@ -69,7 +69,8 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="sample each process with py-spy into the log directory (pip install py-spy)",
+        help="sample each process into the log directory, with py-spy (pip install py-spy) "
+        "and from inside (X.samples.txt, bench/samples.py)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a ~2.5 min smoke run (without D unless --phases)"

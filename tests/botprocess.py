@@ -112,6 +112,12 @@ class Monitor:
         }
 
 
+def cpu_samples() -> Any:
+    from bench.samples import CpuSamples  # the benchmark's alone
+
+    return CpuSamples()
+
+
 async def child() -> int:
     import discord.gateway
     import discord.http
@@ -153,6 +159,7 @@ async def child() -> int:
         raise TimeoutError("bot never logged 'fluxbot ready:'")
     monitor = Monitor(bot)
     watcher = asyncio.create_task(monitor.run()) if config.get("monitor") else None
+    samples = cpu_samples() if config.get("cpu_samples") else None
     answer({"ready": True, "pid": os.getpid(), "pid_rss": proc_status()})
     while not running.done():
         line_task = asyncio.ensure_future(reader.readline())
@@ -173,6 +180,8 @@ async def child() -> int:
             started = time.monotonic()
             await bot.close()
             await running
+            if samples is not None:
+                samples.write(Path(config["cpu_samples"]))
             answer({"stopped": True, "close_seconds": time.monotonic() - started})
             break
     if watcher is not None:
@@ -247,11 +256,14 @@ class BotProcess:
         log_file: Path | None = None,
         module: str = MODULE,
         monitor: bool = False,
+        cpu_samples: Path | None = None,
         timeout: float = READY_TIMEOUT,  # noqa: ASYNC109
     ) -> BotProcess:
         """``settings``: the bot's settings by name (``discord_token``, ``database_url``...),
         given to the child as its environment; ``log_file``: where its log lines also go;
-        ``monitor``: measure its event-loop lag (costs CPU); ``module``: the child's program."""
+        ``monitor``: measure its event-loop lag (costs CPU); ``module``: the child's program;
+        ``cpu_samples``: where it writes CPU samples of itself from ready to stop
+        (``bench/samples.py``)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -268,6 +280,7 @@ class BotProcess:
             "rest": f"{discord_url}/api/v10",
             "gateway": f"{discord_url.replace('http', 'ws', 1)}/gateway",
             "monitor": monitor,
+            "cpu_samples": None if cpu_samples is None else str(cpu_samples),
             # For the relay, which reads no environment and imports nothing of the bot.
             "token": str(settings.get("discord_token", "")),
             "api_key": str(settings.get("aimlapi_key", "")),
