@@ -167,9 +167,7 @@ async def bot_process(
         log_file=log,
         module=module,
         monitor=monitor,
-        cpu_samples=None
-        if profile is None
-        else profile.with_suffix("").with_suffix(".samples.txt"),
+        cpu_samples=None if profile is None else own_samples(profile),
     )
     try:
         spy = await _py_spy(process.pid, profile) if profile else None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import signal
-import sys
 import sysconfig
 import time
 from pathlib import Path
@@ -61,7 +60,3 @@ class CpuSamples:
         signal.signal(signal.SIGPROF, signal.SIG_DFL)
         lines = (f"{stack} {count}\n" for stack, count in self._stacks.items())
         path.write_text("".join(lines))
-
-
-if __name__ == "__main__":
-    sys.exit("imported by tests/botprocess.py and bench/relay.py; see bench/run.py --profile")
