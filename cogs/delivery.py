@@ -215,7 +215,7 @@ class DiscordPublisher:
                 encoded = await self.bot.images.run(fit_for_upload, data, limit=limit, stem=stem)
             except ImageRejected as exc:
                 log.warning("generation %s: image %s not uploadable", generation.id, index)
-                await self._send_text(generation, render.failure_text(exc.user_message))
+                await self.post_text(generation, render.failure_text(exc.user_message))
                 continue
             files.append((encoded, flagged))
             if encoded.reencoded:
@@ -229,7 +229,7 @@ class DiscordPublisher:
                 f"🔞 {withheld} image(s) were withheld: the safety checker flagged them, "
                 "and this channel is not marked NSFW."
             )
-            message_ids.append(await self._send_text(generation, notice))
+            message_ids.append(await self.post_text(generation, notice))
         return message_ids
 
     async def posted_results(self, generation: Generation) -> list[int]:
@@ -262,7 +262,7 @@ class DiscordPublisher:
 
     async def job_failed(self, generation: Generation, reason: str) -> None:
         try:
-            await self._send_text(
+            await self.post_text(
                 generation, render.failure_text(reason), view=result_view(generation, images=0)
             )
         except discord.HTTPException as exc:
@@ -395,13 +395,10 @@ class DiscordPublisher:
     ) -> discord.Message:
         return await self._send(generation, [(fitted, False)], content=note)
 
-    async def post_notice(self, generation: Generation, text: str) -> int:
-        """``text`` where the job's results go, as they go (see ``_send``)."""
-        return await self._send_text(generation, text)
-
-    async def _send_text(
+    async def post_text(
         self, generation: Generation, text: str, *, view: discord.ui.View | None = None
     ) -> int:
+        """``text`` where the job's results go, as they go (see ``_send``)."""
         extra = {"view": view} if view is not None else {}
         return (await self._send(generation, [], content=text, **extra)).id
 

@@ -176,7 +176,7 @@ class DiscordCostNotices:
         publisher = self.bot.generations.publisher()
         if not isinstance(publisher, DiscordPublisher):
             raise NoPublisher(detail="no Discord delivery is attached")
-        await publisher.post_notice(generation, text)
+        await publisher.post_text(generation, text)
 
 
 class StatsCog(commands.Cog):
