@@ -12,6 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from services.store.columns import as_utc
 from services.store.engine import Writer
+from services.store.prepared import execute
 from services.store.records import ApiAttemptRecord, NewApiAttempt
 from services.store.schema import api_attempts
 
@@ -25,7 +26,7 @@ async def add_attempt(
     """One row of the ledger, in the caller's write transaction (alone, or with the answer it
     paid for: ``JobQueueRepository.answered``)."""
     values = attempt.model_dump() | {"created_at": created_at}
-    result = await conn.execute(_INSERT, values)
+    result = await execute(conn, _INSERT, values)
     return ApiAttemptRecord.model_validate(result.one()._asdict())
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.store.engine import Writer, single_reads, upsert
+from services.store.prepared import execute
 from services.store.records import Budgets
 from services.store.schema import budgets
 
@@ -47,10 +48,10 @@ class BudgetRepository:
         if user_id is not None:
             query, parameters = _GUILD_AND_MEMBER, parameters | {"b_user": user_id}
         if conn is not None:
-            rows = (await conn.execute(query, parameters)).all()
+            rows = (await execute(conn, query, parameters)).all()
         else:
             async with self._single_reads.connect() as own:
-                rows = (await own.execute(query, parameters)).all()
+                rows = (await execute(own, query, parameters)).all()
         guild = next((row for row in rows if row.user_id == GUILD_ROW), None)
         return Budgets(
             guild_id=guild_id,

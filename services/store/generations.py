@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.store.columns import as_utc
 from services.store.engine import Writer, single_reads
+from services.store.prepared import execute
 from services.store.records import (
     ADMITTED,
     UNFINISHED,
@@ -101,13 +102,13 @@ class GenerationRepository:
             "created_at": self._now(created_at),
         }
         if conn is not None:
-            return record((await conn.execute(_INSERT, values)).one())
+            return record((await execute(conn, _INSERT, values)).one())
         async with self._write() as own:
-            return record((await own.execute(_INSERT, values)).one())
+            return record((await execute(own, _INSERT, values)).one())
 
     async def get(self, generation_id: int) -> Generation | None:
         async with self._single_reads.connect() as conn:
-            result = await conn.execute(_GET, {"b_id": generation_id})
+            result = await execute(conn, _GET, {"b_id": generation_id})
             return _record_or_none(result.first())
 
     async def set_card(
@@ -137,7 +138,7 @@ class GenerationRepository:
                 "upload_limit",
             }
         ) | {"status": GenerationStatus.QUEUED, "claimed_by": None, "b_id": generation_id}
-        return _record_or_none((await conn.execute(_MARK_QUEUED, values)).first())
+        return _record_or_none((await execute(conn, _MARK_QUEUED, values)).first())
 
     async def set_reference_url(self, generation_id: int, url: str) -> Generation | None:
         """A freshly signed URL of the card's reference, for this job and the next ones."""
@@ -284,7 +285,7 @@ class GenerationRepository:
     async def latest_for_card(self, card_message_id: int) -> Generation | None:
         """The newest job shown on a job card: the card's status follows it."""
         async with self._single_reads.connect() as conn:
-            result = await conn.execute(_LATEST_FOR_CARD, {"b_card": card_message_id})
+            result = await execute(conn, _LATEST_FOR_CARD, {"b_card": card_message_id})
             return _record_or_none(result.first())
 
     async def mark_deleted(
@@ -343,5 +344,5 @@ class GenerationRepository:
         """One ``UPDATE ... [AND status IN (...)]``: the database decides who wins a race."""
         statement = _guarded_update(None if allowed_from is None else tuple(allowed_from))
         async with self._write() as conn:
-            result = await conn.execute(statement, {"b_id": generation_id, **values})
+            result = await execute(conn, statement, {"b_id": generation_id, **values})
             return _record_or_none(result.first())

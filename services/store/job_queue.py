@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.store.api_attempts import add_attempt
 from services.store.engine import Writer, upsert
 from services.store.generations import record as generation_record
+from services.store.prepared import execute
 from services.store.queue_reads import STATE_ROW, WAITING, QueueReads, live_cap
 from services.store.records import Generation, GenerationStatus, NewApiAttempt
 from services.store.schema import api_attempts, generations, queue_members, queue_state
@@ -171,7 +172,7 @@ class JobQueueRepository(QueueReads):
         if self._engine.dialect.name == "postgresql":
             return await self._claim_on_server(worker_id, max_concurrent)
         async with self._write() as conn:
-            state = (await conn.execute(_CLAIM_STATE)).one()
+            state = (await execute(conn, _CLAIM_STATE)).one()
             now = self._now(None)
             limit = live_cap(state.live_limit, max_concurrent)
             refusal = self._refusal(state, now)
@@ -179,15 +180,16 @@ class JobQueueRepository(QueueReads):
                 refusal = NoClaim(Refusal.FULL)
             picks: Sequence[Any] = ()
             if refusal is None:
-                picks = (await conn.execute(_CLAIM_PICK)).all()
+                picks = (await execute(conn, _CLAIM_PICK)).all()
                 refusal = None if picks else NoClaim(Refusal.EMPTY)
             if refusal is not None:
                 await conn.rollback()  # nothing was written: end the read
                 return refusal
             chosen, turn = picks[0], state.turn + 1
-            await conn.execute(_NEXT_TURN, {"turn": turn})
+            await execute(conn, _NEXT_TURN, {"turn": turn})
             started = (
-                await conn.execute(
+                await execute(
+                    conn,
                     _START_JOB,
                     {
                         "b_id": chosen.id,
@@ -201,7 +203,7 @@ class JobQueueRepository(QueueReads):
                     },
                 )
             ).one()
-            await conn.execute(self._serve, {"user_id": chosen.user_id, "last_served": turn})
+            await execute(conn, self._serve, {"user_id": chosen.user_id, "last_served": turn})
             return Claimed(
                 generation_record(started),
                 others_waiting=len(picks) > 1,
@@ -215,7 +217,7 @@ class JobQueueRepository(QueueReads):
         started job comes back with its outcome."""
         async with self._autocommit.connect() as conn:
             parameters = {"worker": worker_id, "cap": max_concurrent, "now": self._now(None)}
-            row = (await conn.execute(_SERVER_CLAIM, parameters)).one()
+            row = (await execute(conn, _SERVER_CLAIM, parameters)).one()
         if row.outcome != "claimed":
             return NoClaim(Refusal(row.outcome), row.retry_in)
         fields = row._mapping
@@ -263,7 +265,7 @@ class JobQueueRepository(QueueReads):
         async with self._write() as conn:
             if paid is not None:
                 await add_attempt(conn, paid, self._now(None))
-            row = (await conn.execute(_ANSWER, values)).first()
+            row = (await execute(conn, _ANSWER, values)).first()
             if earn_back:
                 raised = s.live_limit + 1
                 await conn.execute(
@@ -292,7 +294,7 @@ class JobQueueRepository(QueueReads):
             row = paid.model_dump() | {"created_at": self._now(None)}
             values = values | {f"a_{name}": value for name, value in row.items()}
         async with self._autocommit.connect() as conn:
-            answered = (await conn.execute(statement, values)).first()
+            answered = (await execute(conn, statement, values)).first()
         return None if answered is None else generation_record(answered)
 
     async def requeue(

@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.store.engine import single_reads
+from services.store.prepared import execute
 from services.store.records import ADMITTED, UNFINISHED, GenerationStatus
 from services.store.schema import generations, queue_members, queue_state
 
@@ -50,9 +51,9 @@ class QueueReads:
         """A member's jobs waiting or running, in every process (the per-member cap)."""
         parameters = {"b_user": user_id}
         if conn is not None:
-            return int((await conn.execute(_MEMBER_ACTIVE, parameters)).scalar_one())
+            return int((await execute(conn, _MEMBER_ACTIVE, parameters)).scalar_one())
         async with self._single_reads.connect() as own:
-            return int((await own.execute(_MEMBER_ACTIVE, parameters)).scalar_one())
+            return int((await execute(own, _MEMBER_ACTIVE, parameters)).scalar_one())
 
     async def dispatch_order(self) -> list[int]:
         """The waiting jobs' ids in the order claims would start them if nothing else came.

@@ -22,11 +22,13 @@ from services.store.guild_settings import GuildSettingsRepository
 from services.store.job_queue import JobQueueRepository
 from services.store.meta import MetaRepository
 from services.store.migrations import migrate
+from services.store.prepared import execute
 from services.store.workers import WorkerRepository
 
 Clock = Callable[[], datetime]
 #: PostgreSQL advisory lock key held by an admission that checks budgets ("fluxbud$" in ASCII).
 _ADMISSION_LOCK = int.from_bytes(b"fluxbud$", "big")
+_TAKE_ADMISSION_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 class Store:
@@ -101,9 +103,7 @@ class Store:
         """
         async with self._write() as conn:
             if conn.dialect.name == "postgresql":
-                await conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADMISSION_LOCK}
-                )
+                await execute(conn, _TAKE_ADMISSION_LOCK, {"key": _ADMISSION_LOCK})
             yield conn
 
     def _now(self, value: datetime | None = None) -> datetime:

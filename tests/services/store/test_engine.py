@@ -17,6 +17,7 @@ from sqlalchemy.pool import QueuePool
 
 from services.store import SCHEMA_VERSION, Store, current_version, normalise_database_url
 from services.store import engine as engine_module
+from services.store import prepared as prepared_module
 from services.store.engine import make_engine, single_reads
 
 
@@ -280,6 +281,7 @@ def greenlets_spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     with monkeypatch.context() as patch:
         patch.setattr(async_engine_module, "greenlet_spawn", counted)
         patch.setattr(engine_module, "greenlet_spawn", counted)
+        patch.setattr(prepared_module, "greenlet_spawn", counted)
         yield spawned
 
 
