@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Executable, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.asyncio import engine as async_engine_module
@@ -327,11 +327,22 @@ async def test_a_connection_the_pool_closes_is_closed_on_the_thread(tmp_path: Pa
         await engine.dispose()
 
 
+_INSERT_3 = text("INSERT INTO t VALUES (3)")
+
+
+async def _through_execute(conn: AsyncConnection, statement: Executable) -> object:
+    return await conn.execute(statement)
+
+
+@pytest.mark.parametrize(
+    "run", [_through_execute, prepared_module.execute], ids=["execute", "prepared"]
+)
 async def test_a_locked_database_is_waited_for_off_the_loop_by_a_store_write(
-    tmp_path: Path,
+    tmp_path: Path, run: Callable[[AsyncConnection, Executable], Awaitable[object]]
 ) -> None:
     """An engine's write transaction (the store's every write) whose first statement finds
-    the lock held: the statement goes again on aiosqlite's thread and waits there."""
+    the lock held: the statement goes again on aiosqlite's thread and waits there, whether
+    SQLAlchemy executes it or ``prepared.execute``."""
     url = f"sqlite:///{tmp_path}/x.sqlite3"
     engine, other = make_engine(url), make_engine(url)
     writes = engine.execution_options(**engine_module.WRITE)
@@ -348,7 +359,7 @@ async def test_a_locked_database_is_waited_for_off_the_loop_by_a_store_write(
             async def write() -> None:
                 async with writes.begin() as conn, trips_to_thread(conn) as trips:
                     seen.set_result(trips)
-                    await conn.execute(text("INSERT INTO t VALUES (3)"))
+                    await run(conn, _INSERT_3)
 
             writing = asyncio.create_task(write())
             trips = await seen
