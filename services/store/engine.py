@@ -14,7 +14,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 from sqlalchemy import Connection, Executable, Table, event
@@ -31,6 +31,7 @@ from sqlalchemy.util import await_only
 from sqlalchemy.util.concurrency import greenlet_spawn, in_greenlet
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: SQLite waits this long for another writer's lock instead of failing at once (on aiosqlite's
 #: thread: on the event loop's it never waits, see LoopCursor).
@@ -380,10 +381,21 @@ class LoopAsyncConnection(AsyncConnection):
         *,
         execution_options: CoreExecuteOptionsParameter | None = None,
     ) -> CursorResult[Any]:
+        return cast(
+            CursorResult[Any],
+            await self.run_one_statement(
+                Connection.execute, statement, parameters, execution_options=execution_options
+            ),
+        )
+
+    async def run_one_statement(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``function(sync_connection, *args, **kwargs)``, which runs one statement at most: a
+        plain call, or again in a greenlet if that statement must wait (:class:`WaitOffLoop`;
+        nothing of it has run then). For others, what ``run_sync`` is."""
         try:
-            return self._proxied.execute(statement, parameters, execution_options=execution_options)
+            return function(self._proxied, *args, **kwargs)
         except WaitOffLoop:
-            return await super().execute(statement, parameters, execution_options=execution_options)
+            return await greenlet_spawn(function, self._proxied, *args, **kwargs)
 
     async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
         if self._closes_here():

@@ -24,7 +24,6 @@ from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
-from sqlalchemy.util import greenlet_spawn
 
 from services.store.engine import LoopAsyncConnection, WaitOffLoop
 
@@ -132,8 +131,5 @@ async def execute(
     values = parameters or {}
     plan = _plan(statement, connection.dialect, frozenset(values))
     if isinstance(conn, LoopAsyncConnection):  # SQLite: a plain call unless it must wait
-        try:
-            return plan.run(connection, values)
-        except WaitOffLoop:
-            pass
-    return await greenlet_spawn(plan.run, connection, values)
+        return await conn.run_one_statement(plan.run, values)
+    return await conn.run_sync(plan.run, values)

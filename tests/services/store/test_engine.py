@@ -281,7 +281,6 @@ def greenlets_spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     with monkeypatch.context() as patch:
         patch.setattr(async_engine_module, "greenlet_spawn", counted)
         patch.setattr(engine_module, "greenlet_spawn", counted)
-        patch.setattr(prepared_module, "greenlet_spawn", counted)
         yield spawned
 
 
